@@ -1,0 +1,36 @@
+//! The one pixel path of rldt-vision: camera images as stored (u8, HWC, upright) → network
+//! input (f32, CHW, x/255 − 0.5, the RLDT paper's mapping, rldt-algorithm.md §2).
+//! Training batches and simulator rollouts both call [`to_network_input`]; nothing else
+//! converts pixels.
+
+use tch::{Kind, Tensor};
+
+/// images: [N, H, W, C] u8 → [N, C, H, W] f32 in [−0.5, 0.5].
+pub fn to_network_input(images: &Tensor) -> Tensor {
+    assert_eq!(
+        images.kind(),
+        Kind::Uint8,
+        "camera images must be u8, got {:?}",
+        images.kind()
+    );
+    images.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0 - 0.5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_extremes_and_layout() {
+        // One 1×2 image, RGB: pixel (0,0) = (0, 255, 51), pixel (0,1) = (255, 0, 102).
+        let img = Tensor::from_slice(&[0u8, 255, 51, 255, 0, 102]).view([1, 1, 2, 3]);
+        let x = to_network_input(&img);
+        assert_eq!(x.size(), [1, 3, 1, 2]);
+        let v: Vec<f32> = x.flatten(0, -1).try_into().unwrap();
+        // channel-major: R(0,0), R(0,1), G(0,0), G(0,1), B(0,0), B(0,1)
+        let want = [-0.5, 0.5, 0.5, -0.5, -0.3, -0.1];
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{v:?}");
+        }
+    }
+}
