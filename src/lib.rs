@@ -1,1 +1,18 @@
+//! rldt-vision: flow-matching visuomotor policies, pretrained on Robomimic HDF5
+//! demonstrations and fine-tuned online with RLDT.
+//!
+//! Reading order: [`policy::flow`] (the maths) → [`policy`] (`FlowPolicy`: encoders +
+//! velocity head, its loss and sampler) → [`train::pretrain`] (the pretraining loop, top to
+//! bottom) → [`optim`], [`train::ema`], [`run_dir`] (what the loop leans on) → [`config`].
+//! Vision backbones live in the `rldt-encoders` crate, HDF5 data in `rldt-datasets`.
 
+pub mod bench;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod optim;
+pub mod policy;
+pub mod run_dir;
+pub mod train;
+
+pub use error::{Error, Result};

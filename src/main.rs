@@ -1,1 +1,141 @@
-fn main() {}
+//! The `rldt-vision` command line: argument parsing and reporting only; the work is in the
+//! library (`rldt_vision::train`, `rldt_vision::bench`, `rldt_datasets`). `anyhow` lives
+//! here and nowhere else.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rldt_vision::bench::pretrain::{bench_pretrain, BenchOptions};
+use rldt_vision::config::PretrainConfig;
+use rldt_vision::device::{set_threads, DeviceChoice};
+use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
+
+#[derive(Parser)]
+#[command(name = "rldt-vision", version, about = "Flow-matching visuomotor policies: pretrain on Robomimic demos, fine-tune with RLDT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain a flow policy on Robomimic HDF5 demonstrations.
+    Pretrain {
+        /// Pretraining config (JSON). Optional with --resume (the run's config.json is used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Dataset file, overriding `dataset.path` of the config.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Run directory (default runs/<config name>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        /// Continue the run in --run-dir from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// libtorch threads (0 = all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Write the embedded default dataset: procedurally drawn demos in the Robomimic Square
+    /// schema (not simulator data).
+    SynthDataset {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        demos: usize,
+        #[arg(long, default_value_t = 96)]
+        image_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Benchmarks; print JSON.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Pretraining step and data-loading throughput (optionally vs PyTorch eager).
+    Pretrain {
+        #[arg(long, default_value = "configs/pretrain/square_cpu.json")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 96)]
+        image_size: usize,
+        /// Batch size (default: the config's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        warmup_steps: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Run scripts/bench_pretrain_torch.py with this Python in the same invocation.
+        #[arg(long)]
+        torch: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Pretrain { config, dataset, run_dir, device, resume, threads } => {
+            let threads = set_threads(threads);
+            let mut config = config.map(|path| PretrainConfig::load(&path)).transpose()?;
+            if let (Some(config), Some(dataset)) = (config.as_mut(), dataset) {
+                config.dataset.path = dataset;
+            }
+            let run_dir = match (run_dir, &config) {
+                (Some(dir), _) => dir,
+                (None, Some(config)) => default_run_dir(config),
+                (None, None) => anyhow::bail!("give --config (a new run) or --run-dir (with --resume)"),
+            };
+            let device = device.resolve()?;
+            eprintln!("[pretrain] device {}, {threads} threads, run directory {}", rldt_vision::device::describe(device), run_dir.display());
+            let summary = pretrain(PretrainOptions { config, run_dir, device, resume })?;
+            println!("run directory: {}", summary.run_dir.display());
+            println!("checkpoint:    {}", summary.checkpoint.display());
+            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
+            println!(
+                "steps {}{}, last train flow loss {:.4}{}",
+                summary.steps,
+                summary.resumed_from.map_or(String::new(), |s| format!(" (resumed at {s})")),
+                summary.last_train_loss,
+                summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
+            );
+        }
+        Command::SynthDataset { out, demos, image_size, seed } => {
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            rldt_datasets::synthetic::write_synthetic(&out, rldt_datasets::synthetic::SyntheticSpec { demos, image_size, seed })?;
+            println!("wrote {demos} synthetic demos ({image_size}×{image_size}) to {}", out.display());
+        }
+        Command::Bench { which: Bench::Pretrain { config, image_size, batch_size, warmup_steps, steps, device, threads, torch } } => {
+            let threads = set_threads(threads);
+            let config = PretrainConfig::load(&config)?;
+            let batch_size = batch_size.unwrap_or(config.train.batch_size);
+            let report = bench_pretrain(&BenchOptions {
+                config,
+                image_size,
+                batch_size,
+                warmup_steps,
+                steps,
+                device: device.resolve()?,
+                threads,
+                torch_python: torch,
+                scratch_dir: PathBuf::from("data/bench"),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `rldt-vision bench pretrain`: samples/s of pretraining steps (flow loss forward, backward,
+//! AdamW, EMA) on one pre-built batch, and samples/s of the data path on its own (gather
+//! windows from the in-memory dataset, normalise, copy to the device), for the policy of a
+//! pretraining config on a synthetic dataset of that config's shapes.
+//! With `--torch`, `scripts/bench_pretrain_torch.py` runs the same network and batch in
+//! PyTorch eager in the same invocation, and both figures are printed together.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rldt_datasets::batch::{gather, DatasetStats};
+use rldt_datasets::random::SplitMix64;
+use rldt_datasets::reader::{DemoSelection, RobomimicFile};
+use rldt_datasets::synthetic::{write_synthetic, SyntheticSpec};
+use rldt_datasets::WindowSpec;
+use serde_json::{json, Value};
+use tch::{nn, Device};
+
+use crate::config::PretrainConfig;
+use crate::error::{io_at, Error, Result};
+use crate::optim::AdamW;
+use crate::policy::{FlowPolicy, PolicySpec};
+use crate::train::ema::Ema;
+use crate::train::loader::to_device;
+
+pub struct BenchOptions {
+    pub config: PretrainConfig,
+    pub image_size: usize,
+    pub batch_size: usize,
+    pub warmup_steps: usize,
+    pub steps: usize,
+    pub device: Device,
+    pub threads: i32,
+    /// Also run the PyTorch eager baseline with this Python.
+    pub torch_python: Option<PathBuf>,
+    pub scratch_dir: PathBuf,
+}
+
+pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
+    let config = &options.config;
+    std::fs::create_dir_all(&options.scratch_dir).map_err(io_at(&options.scratch_dir))?;
+    let data_path = options.scratch_dir.join(format!("bench_synthetic_{}.hdf5", options.image_size));
+    if !data_path.exists() {
+        write_synthetic(&data_path, SyntheticSpec { demos: 20, image_size: options.image_size, seed: 0 })?;
+    }
+    let data = RobomimicFile::open(&data_path)?.load(&config.dataset.obs, &DemoSelection { mask: None, first_n: None })?;
+    let stats = DatasetStats::of(&data);
+    let window_spec = WindowSpec { obs_horizon: config.policy.obs_horizon as usize, pred_horizon: config.policy.pred_horizon as usize };
+    let windows = window_spec.all_windows(data.episodes.iter().map(|e| e.len));
+    let mut rng = SplitMix64::new(1);
+    let mut sample = |n: usize| (0..n).map(|_| windows[rng.below(windows.len())]).collect::<Vec<_>>();
+
+    // Data path alone: gather + normalise + tensors on the device.
+    let b = options.batch_size;
+    let started = Instant::now();
+    let data_batches = options.steps.max(20);
+    for _ in 0..data_batches {
+        let buffers = gather(&data, &window_spec, &stats, &sample(b));
+        let _ = to_device(&buffers, &data, &window_spec, options.device);
+    }
+    let loading_samples_per_s = (data_batches * b) as f64 / started.elapsed().as_secs_f64();
+
+    // Training steps on one batch.
+    tch::manual_seed(0);
+    let spec = PolicySpec {
+        config: config.policy.clone(),
+        obs: config.dataset.obs.clone(),
+        image_size: options.image_size as i64,
+        proprio_dim: data.proprio_dim() as i64,
+        action_dim: data.action_dim as i64,
+        stats: stats.clone(),
+    };
+    let vs = nn::VarStore::new(options.device);
+    let policy = FlowPolicy::new(&vs.root(), spec)?;
+    let mut ema_vs = nn::VarStore::new(options.device);
+    let _ema_policy = FlowPolicy::new(&ema_vs.root(), policy.spec().clone())?;
+    let mut ema = Ema::new(&vs, &mut ema_vs, config.train.ema_decay).map_err(|source| Error::Tch { path: data_path.clone(), source })?;
+    let [beta1, beta2] = config.train.betas;
+    let mut optimizer = AdamW::new(&vs, beta1, beta2, config.train.eps, config.train.weight_decay);
+    let buffers = gather(&data, &window_spec, &stats, &sample(b));
+    let (obs, actions) = to_device(&buffers, &data, &window_spec, options.device);
+    let mut step = || {
+        optimizer.zero_grad();
+        let loss = policy.flow_loss(&obs, &actions, true);
+        loss.backward();
+        optimizer.step(config.train.lr);
+        ema.update();
+        loss.double_value(&[]) // synchronises with the device
+    };
+    for _ in 0..options.warmup_steps {
+        step();
+    }
+    let started = Instant::now();
+    for _ in 0..options.steps {
+        step();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let mut report = json!({
+        "bench": "pretrain",
+        "machine": super::cpu_description(),
+        "device": crate::device::describe(options.device),
+        "threads": options.threads,
+        "config": config.name,
+        "shapes": {
+            "batch": b, "cameras": config.dataset.obs.image_keys, "image": [options.image_size, options.image_size, 3],
+            "obs_horizon": config.policy.obs_horizon, "pred_horizon": config.policy.pred_horizon,
+            "proprio_dim": data.proprio_dim(), "action_dim": data.action_dim, "parameters": parameters,
+        },
+        "steps_timed": options.steps,
+        "rust_tch": {
+            "train_step_ms": 1e3 * seconds / options.steps as f64,
+            "train_samples_per_s": (options.steps * b) as f64 / seconds,
+            "loading_samples_per_s": loading_samples_per_s,
+        },
+    });
+    report["loading_over_training"] = json!(loading_samples_per_s / report["rust_tch"]["train_samples_per_s"].as_f64().unwrap_or(1.0));
+    if let Some(python) = &options.torch_python {
+        report["pytorch_eager"] = run_torch_baseline(python, options, data.proprio_dim(), data.action_dim)?;
+        let torch_ms = report["pytorch_eager"]["train_step_ms"].as_f64().unwrap_or(f64::NAN);
+        report["tch_time_over_torch_time"] = json!(1e3 * seconds / options.steps as f64 / torch_ms);
+    }
+    Ok(report)
+}
+
+fn run_torch_baseline(python: &Path, options: &BenchOptions, proprio_dim: usize, action_dim: usize) -> Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pretrain_torch.py");
+    let config_json = serde_json::to_string(&options.config).expect("config serialises");
+    let output = Command::new(python)
+        .arg(&script)
+        .args(["--config-json", &config_json])
+        .args(["--image-size", &options.image_size.to_string()])
+        .args(["--proprio-dim", &proprio_dim.to_string(), "--action-dim", &action_dim.to_string()])
+        .args(["--batch-size", &options.batch_size.to_string()])
+        .args(["--warmup-steps", &options.warmup_steps.to_string(), "--steps", &options.steps.to_string()])
+        .args(["--threads", &options.threads.to_string()])
+        .args(["--device", if options.device.is_cuda() { "cuda" } else { "cpu" }])
+        .output()
+        .map_err(|e| Error::Io { path: python.into(), source: e })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(Error::Device(format!("{} failed: {}", script.display(), tail.join("\n"))));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| Error::Device(format!("{}: output is not JSON: {e}", script.display())))
+}

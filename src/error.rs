@@ -1,0 +1,32 @@
+//! The error type of the rldt-vision library: every variant names what the user must look
+//! at (file, key, field, run directory). `main` alone turns it into `anyhow`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Dataset(#[from] rldt_datasets::DatasetError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("config {file}: {message}")]
+    Config { file: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Tch { path: PathBuf, source: tch::TchError },
+    #[error("run directory {dir}: {message}")]
+    RunDir { dir: PathBuf, message: String },
+    #[error("training diverged at step {step}: {what} is {value}; the last good checkpoint is kept in {checkpoints}")]
+    NonFinite { step: i64, what: String, value: f64, checkpoints: PathBuf },
+    #[error("device: {0}")]
+    Device(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `std::io::Error` → `Error::Io` naming the path.
+pub fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -1,0 +1,64 @@
+//! Policy files inside a checkpoint directory:
+//! - `policy.json`: the [`PolicySpec`] (architecture, observation keys, shapes, statistics),
+//! - `policy.safetensors`: the online weights, `ema.safetensors`: the EMA weights (what
+//!   later stages load). Both are plain safetensors (`safetensors.torch.load_file` reads
+//!   them); names are the VarStore paths (`encoder.shared.trunk.stem.conv.weight`, …).
+
+use std::path::Path;
+
+use tch::{nn, Device};
+
+use super::{FlowPolicy, PolicyError, PolicySpec};
+
+pub const SPEC_FILE: &str = "policy.json";
+pub const ONLINE_WEIGHTS_FILE: &str = "policy.safetensors";
+pub const EMA_WEIGHTS_FILE: &str = "ema.safetensors";
+
+/// Which weights of a checkpoint to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    Online,
+    Ema,
+}
+
+impl Weights {
+    pub fn file(self) -> &'static str {
+        match self {
+            Weights::Online => ONLINE_WEIGHTS_FILE,
+            Weights::Ema => EMA_WEIGHTS_FILE,
+        }
+    }
+}
+
+fn checkpoint_error(path: &Path, message: impl Into<String>) -> PolicyError {
+    PolicyError::Checkpoint { path: path.to_path_buf(), message: message.into() }
+}
+
+pub fn read_spec(dir: &Path) -> Result<PolicySpec, PolicyError> {
+    let path = dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| checkpoint_error(&path, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| checkpoint_error(&path, format!("invalid policy spec: {e}")))
+}
+
+/// Loads `weights` of the checkpoint in `dir` into a new VarStore on `device`.
+pub fn load(dir: &Path, weights: Weights, device: Device) -> Result<(nn::VarStore, FlowPolicy), PolicyError> {
+    let spec = read_spec(dir)?;
+    let mut vs = nn::VarStore::new(device);
+    let policy = FlowPolicy::new(&vs.root(), spec)?;
+    let path = dir.join(weights.file());
+    load_weights(&mut vs, &path)?;
+    Ok((vs, policy))
+}
+
+/// Fills an existing VarStore from a safetensors file; every variable must be present with
+/// its shape.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyError> {
+    if !path.exists() {
+        return Err(checkpoint_error(path, "no such file"));
+    }
+    vs.load(path).map_err(|e| checkpoint_error(path, e.to_string()))
+}
+
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
+    vs.save(path).map_err(|e| checkpoint_error(path, e.to_string()))
+}

@@ -1,0 +1,133 @@
+//! The run directory (`runs/<name>/`) and its atomic writes.
+//!
+//! ```text
+//! runs/<name>/config.json            resolved config (written once, atomically)
+//! runs/<name>/metrics.jsonl          one JSON object per log event
+//! runs/<name>/checkpoints/step_00001000/   a complete checkpoint (see train::pretrain)
+//! runs/<name>/checkpoints/latest     name of the newest complete checkpoint
+//! ```
+//! A checkpoint is written into `checkpoints/.step_N.partial/`, every file synced, then the
+//! directory is renamed into place and `latest` replaced by rename: a kill at any moment
+//! leaves the previous checkpoint and `latest` intact.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_at, Error, Result};
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let mut file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io_at(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_at(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: directory fsync makes the rename durable on Linux filesystems.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// The newest complete checkpoint of a run, from `checkpoints/latest`.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let pointer = checkpoints_dir(run_dir).join("latest");
+    match fs::read_to_string(&pointer) {
+        Ok(name) => {
+            let dir = checkpoints_dir(run_dir).join(name.trim());
+            if dir.is_dir() {
+                Ok(Some(dir))
+            } else {
+                Err(Error::RunDir { dir: run_dir.into(), message: format!("`checkpoints/latest` names {}, which does not exist", dir.display()) })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(pointer)(e)),
+    }
+}
+
+/// A checkpoint being written; [`commit`](Self::commit) makes it visible.
+pub struct PendingCheckpoint {
+    partial: PathBuf,
+    final_dir: PathBuf,
+}
+
+impl PendingCheckpoint {
+    /// Starts `checkpoints/step_<step>` (zero-padded so names sort by step).
+    pub fn begin(run_dir: &Path, step: i64) -> Result<Self> {
+        let root = checkpoints_dir(run_dir);
+        let name = format!("step_{step:08}");
+        let partial = root.join(format!(".{name}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io_at(&partial))?;
+        }
+        fs::create_dir_all(&partial).map_err(io_at(&partial))?;
+        Ok(Self { partial, final_dir: root.join(name) })
+    }
+
+    /// Where the files go until commit.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.partial.join(file)
+    }
+
+    /// Syncs every file, renames the directory into place, points `latest` at it, and keeps
+    /// only the newest `keep` checkpoints. Returns the final directory.
+    pub fn commit(self, keep: usize) -> Result<PathBuf> {
+        for entry in fs::read_dir(&self.partial).map_err(io_at(&self.partial))? {
+            let path = entry.map_err(io_at(&self.partial))?.path();
+            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io_at(&path))?;
+        }
+        sync_dir(&self.partial);
+        if self.final_dir.exists() {
+            fs::remove_dir_all(&self.final_dir).map_err(io_at(&self.final_dir))?;
+        }
+        fs::rename(&self.partial, &self.final_dir).map_err(io_at(&self.final_dir))?;
+        let root = self.final_dir.parent().expect("checkpoint has a parent").to_path_buf();
+        let name = self.final_dir.file_name().and_then(|n| n.to_str()).expect("ASCII name");
+        write_atomic(&root.join("latest"), name.as_bytes())?;
+        let mut steps: Vec<PathBuf> = fs::read_dir(&root)
+            .map_err(io_at(&root))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
+            .collect();
+        steps.sort();
+        for old in steps.iter().take(steps.len().saturating_sub(keep.max(1))) {
+            fs::remove_dir_all(old).map_err(io_at(old))?;
+        }
+        Ok(self.final_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_publishes_and_prunes() {
+        let run = std::env::temp_dir().join(format!("rldt_run_dir_{}", std::process::id()));
+        let _ = fs::remove_dir_all(&run);
+        assert_eq!(latest_checkpoint(&run).unwrap(), None);
+        for step in [10, 20, 30] {
+            let pending = PendingCheckpoint::begin(&run, step).unwrap();
+            fs::write(pending.path("a.txt"), step.to_string()).unwrap();
+            // Before commit nothing is visible.
+            let before = latest_checkpoint(&run).unwrap();
+            assert_ne!(before.as_deref(), Some(run.join("checkpoints/step_{step:08}").as_path()));
+            pending.commit(2).unwrap();
+        }
+        let latest = latest_checkpoint(&run).unwrap().unwrap();
+        assert!(latest.ends_with("step_00000030"));
+        assert_eq!(fs::read_to_string(latest.join("a.txt")).unwrap(), "30");
+        assert!(!run.join("checkpoints/step_00000010").exists(), "oldest pruned");
+        assert!(run.join("checkpoints/step_00000020").exists());
+        fs::remove_dir_all(&run).unwrap();
+    }
+}

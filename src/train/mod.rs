@@ -1,0 +1,7 @@
+//! Training loops, each written out top to bottom in its own file, and the small pieces they
+//! share: EMA weights, the batch loader thread, the metrics log.
+
+pub mod ema;
+pub mod loader;
+pub mod metrics;
+pub mod pretrain;
