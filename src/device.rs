@@ -29,7 +29,11 @@ impl DeviceChoice {
 /// Sets libtorch's intra-op threads: `threads`, or all available cores when 0. Returns the
 /// count in effect.
 pub fn set_threads(threads: usize) -> i32 {
-    let n = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
     tch::set_num_threads(n as i32);
     tch::get_num_threads()
 }

@@ -12,7 +12,11 @@ use rldt_vision::device::{set_threads, DeviceChoice};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
 #[derive(Parser)]
-#[command(name = "rldt-vision", version, about = "Flow-matching visuomotor policies: pretrain on Robomimic demos, fine-tune with RLDT")]
+#[command(
+    name = "rldt-vision",
+    version,
+    about = "Flow-matching visuomotor policies: pretrain on Robomimic demos, fine-tune with RLDT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,14 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pretrain { config, dataset, run_dir, device, resume, threads } => {
+        Command::Pretrain {
+            config,
+            dataset,
+            run_dir,
+            device,
+            resume,
+            threads,
+        } => {
             let threads = set_threads(threads);
             let mut config = config.map(|path| PretrainConfig::load(&path)).transpose()?;
             if let (Some(config), Some(dataset)) = (config.as_mut(), dataset) {
@@ -96,30 +107,76 @@ fn main() -> anyhow::Result<()> {
             let run_dir = match (run_dir, &config) {
                 (Some(dir), _) => dir,
                 (None, Some(config)) => default_run_dir(config),
-                (None, None) => anyhow::bail!("give --config (a new run) or --run-dir (with --resume)"),
+                (None, None) => {
+                    anyhow::bail!("give --config (a new run) or --run-dir (with --resume)")
+                }
             };
             let device = device.resolve()?;
-            eprintln!("[pretrain] device {}, {threads} threads, run directory {}", rldt_vision::device::describe(device), run_dir.display());
-            let summary = pretrain(PretrainOptions { config, run_dir, device, resume })?;
+            eprintln!(
+                "[pretrain] device {}, {threads} threads, run directory {}",
+                rldt_vision::device::describe(device),
+                run_dir.display()
+            );
+            let summary = pretrain(PretrainOptions {
+                config,
+                run_dir,
+                device,
+                resume,
+            })?;
             println!("run directory: {}", summary.run_dir.display());
             println!("checkpoint:    {}", summary.checkpoint.display());
-            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
+            println!(
+                "metrics:       {}",
+                summary.run_dir.join("metrics.jsonl").display()
+            );
             println!(
                 "steps {}{}, last train flow loss {:.4}{}",
                 summary.steps,
-                summary.resumed_from.map_or(String::new(), |s| format!(" (resumed at {s})")),
+                summary
+                    .resumed_from
+                    .map_or(String::new(), |s| format!(" (resumed at {s})")),
                 summary.last_train_loss,
-                summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
+                summary
+                    .last_valid_loss
+                    .map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
             );
         }
-        Command::SynthDataset { out, demos, image_size, seed } => {
+        Command::SynthDataset {
+            out,
+            demos,
+            image_size,
+            seed,
+        } => {
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
-            rldt_datasets::synthetic::write_synthetic(&out, rldt_datasets::synthetic::SyntheticSpec { demos, image_size, seed })?;
-            println!("wrote {demos} synthetic demos ({image_size}×{image_size}) to {}", out.display());
+            rldt_datasets::synthetic::write_synthetic(
+                &out,
+                rldt_datasets::synthetic::SyntheticSpec {
+                    demos,
+                    image_size,
+                    seed,
+                },
+            )?;
+            println!(
+                "wrote {demos} synthetic demos ({image_size}×{image_size}) to {}",
+                out.display()
+            );
         }
-        Command::Bench { which: Bench::Pretrain { config, image_size, batch_size, warmup_steps, steps, device, threads, torch } } => {
+        Command::Bench {
+            which:
+                Bench::Pretrain {
+                    config,
+                    image_size,
+                    batch_size,
+                    warmup_steps,
+                    steps,
+                    device,
+                    threads,
+                    torch,
+                },
+        } => {
             let threads = set_threads(threads);
             let config = PretrainConfig::load(&config)?;
             let batch_size = batch_size.unwrap_or(config.train.batch_size);

@@ -25,7 +25,11 @@ pub struct AdamW {
 impl AdamW {
     /// Over the trainable variables of `vs` (one optimizer per VarStore).
     pub fn new(vs: &nn::VarStore, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut named: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params = named
             .into_iter()
@@ -34,7 +38,14 @@ impl AdamW {
                 (name, p, m, v)
             })
             .collect();
-        Self { params, steps_taken: 0, beta1, beta2, eps, weight_decay }
+        Self {
+            params,
+            steps_taken: 0,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }
     }
 
     pub fn steps_taken(&self) -> i64 {
@@ -77,23 +88,44 @@ impl AdamW {
         let named: Vec<(String, Tensor)> = self
             .params
             .iter()
-            .flat_map(|(name, _, m, v)| [(format!("m.{name}"), m.shallow_clone()), (format!("v.{name}"), v.shallow_clone())])
+            .flat_map(|(name, _, m, v)| {
+                [
+                    (format!("m.{name}"), m.shallow_clone()),
+                    (format!("v.{name}"), v.shallow_clone()),
+                ]
+            })
             .collect();
-        Tensor::write_safetensors(&named, path).map_err(|source| Error::Tch { path: path.into(), source })
+        Tensor::write_safetensors(&named, path).map_err(|source| Error::Tch {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Restores moments written by [`save`](Self::save) and the step count.
     pub fn load(&mut self, path: &Path, steps_taken: i64) -> Result<()> {
         let stored: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|source| Error::Tch { path: path.into(), source })?
+            .map_err(|source| Error::Tch {
+                path: path.into(),
+                source,
+            })?
             .into_iter()
             .collect();
         for (name, p, m, v) in &mut self.params {
             for (prefix, moment) in [("m", &mut *m), ("v", &mut *v)] {
                 let key = format!("{prefix}.{name}");
-                let saved = stored.get(&key).ok_or_else(|| Error::RunDir { dir: path.into(), message: format!("optimizer state lacks `{key}`") })?;
+                let saved = stored.get(&key).ok_or_else(|| Error::RunDir {
+                    dir: path.into(),
+                    message: format!("optimizer state lacks `{key}`"),
+                })?;
                 if saved.size() != p.size() {
-                    return Err(Error::RunDir { dir: path.into(), message: format!("optimizer state `{key}` has shape {:?}, parameter has {:?}", saved.size(), p.size()) });
+                    return Err(Error::RunDir {
+                        dir: path.into(),
+                        message: format!(
+                            "optimizer state `{key}` has shape {:?}, parameter has {:?}",
+                            saved.size(),
+                            p.size()
+                        ),
+                    });
                 }
                 tch::no_grad(|| moment.copy_(saved));
             }
@@ -124,7 +156,9 @@ mod tests {
     #[test]
     fn matches_adamw_reference() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let p = vs.root().var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
+        let p = vs
+            .root()
+            .var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
         let mut opt = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.01);
         for _ in 0..2 {
             opt.zero_grad();
@@ -132,7 +166,10 @@ mod tests {
             opt.step(0.1);
         }
         let got: Vec<f32> = p.detach().try_into().unwrap();
-        assert!((got[0] - 0.798_519_1).abs() < 1e-6 && (got[1] + 1.796_272_6).abs() < 1e-6, "{got:?}");
+        assert!(
+            (got[0] - 0.798_519_1).abs() < 1e-6 && (got[1] + 1.796_272_6).abs() < 1e-6,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -141,6 +178,8 @@ mod tests {
         assert!((warmup_cosine(9, 100, 10, 1e-3, 1e-5) - 1e-3).abs() < 1e-12);
         assert!((warmup_cosine(10, 100, 10, 1e-3, 1e-5) - 1e-3).abs() < 1e-12);
         assert!((warmup_cosine(100, 100, 10, 1e-3, 1e-5) - 1e-5).abs() < 1e-12);
-        assert!((warmup_cosine(55, 100, 10, 1e-3, 1e-5) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-9);
+        assert!(
+            (warmup_cosine(55, 100, 10, 1e-3, 1e-5) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-9
+        );
     }
 }

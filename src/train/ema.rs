@@ -14,19 +14,29 @@ pub struct Ema {
 impl Ema {
     /// Pairs every variable of `online` with the same-named one of `ema` and copies the
     /// online values over, so both start equal.
-    pub fn new(online: &nn::VarStore, ema: &mut nn::VarStore, decay: f64) -> Result<Self, tch::TchError> {
+    pub fn new(
+        online: &nn::VarStore,
+        ema: &mut nn::VarStore,
+        decay: f64,
+    ) -> Result<Self, tch::TchError> {
         ema.copy(online)?;
         let ema_vars = ema.variables();
         let mut pairs: Vec<(String, Tensor, Tensor)> = online
             .variables()
             .into_iter()
             .map(|(name, t)| {
-                let e = ema_vars.get(&name).unwrap_or_else(|| panic!("EMA store lacks `{name}`")).shallow_clone();
+                let e = ema_vars
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("EMA store lacks `{name}`"))
+                    .shallow_clone();
                 (name, t, e)
             })
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Self { pairs: pairs.into_iter().map(|(_, t, e)| (t, e)).collect(), decay })
+        Ok(Self {
+            pairs: pairs.into_iter().map(|(_, t, e)| (t, e)).collect(),
+            decay,
+        })
     }
 
     pub fn update(&mut self) {
@@ -50,7 +60,7 @@ mod tests {
         let mut ema_vs = nn::VarStore::new(Device::Cpu);
         let _ = ema_vs.root().var_copy("w", &Tensor::from_slice(&[0.0f32]));
         let mut ema = Ema::new(&online, &mut ema_vs, 0.9).unwrap();
-        tch::no_grad(|| w.shallow_clone().fill_(2.0));
+        let _ = tch::no_grad(|| w.shallow_clone().fill_(2.0));
         ema.update();
         // 0.9·1 + 0.1·2 = 1.1
         let e = ema_vs.variables()["w"].double_value(&[0]);

@@ -27,7 +27,9 @@ impl MetricsLog {
                 let kept: String = text
                     .lines()
                     .filter(|line| {
-                        let s = serde_json::from_str::<Value>(line).ok().and_then(|v| v.get("step").and_then(Value::as_i64));
+                        let s = serde_json::from_str::<Value>(line)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(Value::as_i64));
                         s.is_some_and(|s| s <= step)
                     })
                     .map(|line| format!("{line}\n"))
@@ -39,7 +41,11 @@ impl MetricsLog {
             }
             Some(_) => {}
         }
-        let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_at(&path))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
         Ok(Self { path, file })
     }
 
@@ -48,7 +54,10 @@ impl MetricsLog {
         let mut object = Map::new();
         object.insert("step".into(), step.into());
         for (key, value) in values {
-            object.insert((*key).into(), serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number));
+            object.insert(
+                (*key).into(),
+                serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number),
+            );
         }
         writeln!(self.file, "{}", Value::Object(object)).map_err(io_at(&self.path))
     }
