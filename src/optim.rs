@@ -73,12 +73,14 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
+                // In place wherever libtorch allows: two temporaries per parameter.
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 let _ = m.lerp_(&g, 1.0 - self.beta1);
-                let _ = v.g_mul_scalar_(self.beta2);
-                let _ = v.g_add_(&(g.square() * (1.0 - self.beta2)));
-                let denom = v.sqrt() / bias2_sqrt + self.eps;
-                let _ = p.g_sub_(&(&*m / denom * (lr / bias1)));
+                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&g * (1.0 - self.beta2)), &g);
+                // p += m / d with d = (√v / √(1 − β2ᵗ) + ε) / (−lr / (1 − β1ᵗ)).
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(self.eps).g_div_scalar_(-lr / bias1);
+                let _ = p.addcdiv_(m, &denom);
             }
         });
     }
