@@ -13,6 +13,7 @@ pub mod error;
 pub mod optim;
 pub mod policy;
 pub mod run_dir;
+pub mod sim;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -76,10 +76,15 @@ impl AdamW {
                 // In place wherever libtorch allows: two temporaries per parameter.
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 let _ = m.lerp_(&g, 1.0 - self.beta1);
-                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&g * (1.0 - self.beta2)), &g);
+                let _ = v
+                    .g_mul_scalar_(self.beta2)
+                    .addcmul_(&(&g * (1.0 - self.beta2)), &g);
                 // p += m / d with d = (√v / √(1 − β2ᵗ) + ε) / (−lr / (1 − β1ᵗ)).
                 let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(self.eps).g_div_scalar_(-lr / bias1);
+                let _ = denom
+                    .g_div_scalar_(bias2_sqrt)
+                    .g_add_scalar_(self.eps)
+                    .g_div_scalar_(-lr / bias1);
                 let _ = p.addcdiv_(m, &denom);
             }
         });
