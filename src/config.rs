@@ -63,14 +63,9 @@ impl PretrainConfig {
     /// Reads and validates a config file; errors name the file and the field.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: path.into(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|message| Error::Config {
-            file: path.into(),
-            message,
-        })?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::Config { file: path.into(), message: e.to_string() })?;
+        config.validate().map_err(|message| Error::Config { file: path.into(), message })?;
         Ok(config)
     }
 
@@ -78,55 +73,27 @@ impl PretrainConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         let checks: [(bool, &str, String); 14] = [
-            (
-                !self.name.is_empty() && !self.name.contains('/'),
-                "name",
-                "must be non-empty without '/'".into(),
-            ),
+            (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (t.batch_size >= 1, "train.batch_size", "must be ≥ 1".into()),
             (t.steps >= 1, "train.steps", "must be ≥ 1".into()),
             (t.lr > 0.0, "train.lr", "must be > 0".into()),
-            (
-                t.min_lr >= 0.0 && t.min_lr <= t.lr,
-                "train.min_lr",
-                format!("must be in [0, lr = {}]", t.lr),
-            ),
+            (t.min_lr >= 0.0 && t.min_lr <= t.lr, "train.min_lr", format!("must be in [0, lr = {}]", t.lr)),
             (
                 t.warmup_steps >= 0 && t.warmup_steps <= t.steps,
                 "train.warmup_steps",
                 format!("must be in [0, steps = {}]", t.steps),
             ),
-            (
-                t.weight_decay >= 0.0,
-                "train.weight_decay",
-                "must be ≥ 0".into(),
-            ),
-            (
-                t.betas.iter().all(|b| (0.0..1.0).contains(b)),
-                "train.betas",
-                "both must be in [0, 1)".into(),
-            ),
+            (t.weight_decay >= 0.0, "train.weight_decay", "must be ≥ 0".into()),
+            (t.betas.iter().all(|b| (0.0..1.0).contains(b)), "train.betas", "both must be in [0, 1)".into()),
             (t.eps > 0.0, "train.eps", "must be > 0".into()),
-            (
-                (0.0..1.0).contains(&t.ema_decay),
-                "train.ema_decay",
-                "must be in [0, 1)".into(),
-            ),
+            ((0.0..1.0).contains(&t.ema_decay), "train.ema_decay", "must be in [0, 1)".into()),
             (
                 t.log_every >= 1 && t.valid_every >= 1 && t.checkpoint_every >= 1,
                 "train.log_every",
                 "log_every, valid_every and checkpoint_every must be ≥ 1".into(),
             ),
-            (
-                t.keep_checkpoints >= 1,
-                "train.keep_checkpoints",
-                "must be ≥ 1".into(),
-            ),
-            (
-                t.loader_prefetch >= 1,
-                "train.loader_prefetch",
-                "must be ≥ 1".into(),
-            ),
+            (t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be ≥ 1".into()),
+            (t.loader_prefetch >= 1, "train.loader_prefetch", "must be ≥ 1".into()),
             (
                 !self.dataset.obs.image_keys.is_empty() || !self.dataset.obs.lowdim_keys.is_empty(),
                 "dataset.obs",
@@ -147,9 +114,7 @@ mod tests {
     use super::*;
 
     fn committed(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("configs/pretrain")
-            .join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/pretrain").join(name)
     }
 
     #[test]
@@ -164,14 +129,9 @@ mod tests {
         let text = std::fs::read_to_string(committed("square_cpu.json")).unwrap();
         let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
         value["train"]["learning_rate"] = 1.0.into();
-        let err = serde_json::from_value::<PretrainConfig>(value.clone())
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_value::<PretrainConfig>(value.clone()).unwrap_err().to_string();
         assert!(err.contains("unknown field `learning_rate`"), "{err}");
-        value["train"]
-            .as_object_mut()
-            .unwrap()
-            .remove("learning_rate");
+        value["train"].as_object_mut().unwrap().remove("learning_rate");
         value["policy"]["exec_horizon"] = 9.into();
         let config: PretrainConfig = serde_json::from_value(value.clone()).unwrap();
         assert!(config.validate().unwrap_err().contains("exec_horizon"));
@@ -180,9 +140,7 @@ mod tests {
         let config: PretrainConfig = serde_json::from_value(value.clone()).unwrap();
         assert!(config.validate().unwrap_err().contains("train.min_lr"));
         value["train"].as_object_mut().unwrap().remove("min_lr");
-        let err = serde_json::from_value::<PretrainConfig>(value)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_value::<PretrainConfig>(value).unwrap_err().to_string();
         assert!(err.contains("missing field `min_lr`"), "{err}");
     }
 }

@@ -20,7 +20,8 @@ impl DeviceChoice {
             DeviceChoice::Auto => Ok(Device::cuda_if_available()),
             DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
             DeviceChoice::Cuda => Err(Error::Device(
-                "--device cuda, but libtorch sees no CUDA device (is libtorch_cuda.so linked and a driver present?)".into(),
+                "--device cuda, but libtorch sees no CUDA device (is libtorch_cuda.so linked and a driver present?)"
+                    .into(),
             )),
         }
     }
@@ -29,11 +30,7 @@ impl DeviceChoice {
 /// Sets libtorch's intra-op threads: `threads`, or all available cores when 0. Returns the
 /// count in effect.
 pub fn set_threads(threads: usize) -> i32 {
-    let n = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
+    let n = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
     tch::set_num_threads(n as i32);
     tch::get_num_threads()
 }

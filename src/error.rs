@@ -12,24 +12,15 @@ pub enum Error {
     #[error("config {file}: {message}")]
     Config { file: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Tch {
-        path: PathBuf,
-        source: tch::TchError,
-    },
+    Tch { path: PathBuf, source: tch::TchError },
     #[error("run directory {dir}: {message}")]
     RunDir { dir: PathBuf, message: String },
     #[error("training diverged at step {step}: {what} is {value}; the last good checkpoint is kept in {checkpoints}")]
-    NonFinite {
-        step: i64,
-        what: String,
-        value: f64,
-        checkpoints: PathBuf,
-    },
+    NonFinite { step: i64, what: String, value: f64, checkpoints: PathBuf },
+    #[error(transparent)]
+    Sim(Box<crate::sim::SimError>),
     #[error("device: {0}")]
     Device(String),
 }

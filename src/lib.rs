@@ -7,6 +7,7 @@
 //! Vision backbones live in the `rldt-encoders` crate, HDF5 data in `rldt-datasets`.
 
 pub mod bench;
+pub mod collect;
 pub mod config;
 pub mod device;
 pub mod error;

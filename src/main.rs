@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rldt_vision::bench::pretrain::{bench_pretrain, BenchOptions};
+use rldt_vision::collect::{collect, CollectOptions};
 use rldt_vision::config::PretrainConfig;
 use rldt_vision::device::{set_threads, DeviceChoice};
+use rldt_vision::sim::{SimConfig, Task};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
 #[derive(Parser)]
@@ -56,6 +58,37 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Collect scripted-expert demonstrations into a Robomimic HDF5 file.
+    Collect {
+        #[arg(long, value_enum)]
+        task: Task,
+        #[arg(long)]
+        episodes: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Cameras, comma-separated (robomimic image datasets: agentview,robot0_eye_in_hand).
+        #[arg(long, value_delimiter = ',', default_value = "agentview")]
+        cameras: Vec<String>,
+        #[arg(long, default_value_t = 84)]
+        image_size: usize,
+        /// Seed of the first episode; episode e uses seed + e.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Std of Gaussian noise added to the expert's actions.
+        #[arg(long, default_value_t = 0.0)]
+        noise: f64,
+        /// Also write failed episodes (default: successful ones only).
+        #[arg(long)]
+        keep_failures: bool,
+        /// Also write next_obs/* (doubles the file size).
+        #[arg(long)]
+        next_obs: bool,
+        /// MuJoCo's headless GL backend.
+        #[arg(long, default_value = "egl")]
+        mujoco_gl: String,
+    },
     /// Benchmarks; print JSON.
     Bench {
         #[command(subcommand)]
@@ -91,14 +124,7 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pretrain {
-            config,
-            dataset,
-            run_dir,
-            device,
-            resume,
-            threads,
-        } => {
+        Command::Pretrain { config, dataset, run_dir, device, resume, threads } => {
             let threads = set_threads(threads);
             let mut config = config.map(|path| PretrainConfig::load(&path)).transpose()?;
             if let (Some(config), Some(dataset)) = (config.as_mut(), dataset) {
@@ -117,65 +143,71 @@ fn main() -> anyhow::Result<()> {
                 rldt_vision::device::describe(device),
                 run_dir.display()
             );
-            let summary = pretrain(PretrainOptions {
-                config,
-                run_dir,
-                device,
-                resume,
-            })?;
+            let summary = pretrain(PretrainOptions { config, run_dir, device, resume })?;
             println!("run directory: {}", summary.run_dir.display());
             println!("checkpoint:    {}", summary.checkpoint.display());
-            println!(
-                "metrics:       {}",
-                summary.run_dir.join("metrics.jsonl").display()
-            );
+            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
             println!(
                 "steps {}{}, last train flow loss {:.4}{}",
                 summary.steps,
-                summary
-                    .resumed_from
-                    .map_or(String::new(), |s| format!(" (resumed at {s})")),
+                summary.resumed_from.map_or(String::new(), |s| format!(" (resumed at {s})")),
                 summary.last_train_loss,
-                summary
-                    .last_valid_loss
-                    .map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
+                summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
             );
         }
-        Command::SynthDataset {
-            out,
-            demos,
-            image_size,
-            seed,
-        } => {
+        Command::SynthDataset { out, demos, image_size, seed } => {
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
             rldt_datasets::synthetic::write_synthetic(
                 &out,
-                rldt_datasets::synthetic::SyntheticSpec {
-                    demos,
-                    image_size,
-                    seed,
-                },
+                rldt_datasets::synthetic::SyntheticSpec { demos, image_size, seed },
             )?;
+            println!("wrote {demos} synthetic demos ({image_size}×{image_size}) to {}", out.display());
+        }
+        Command::Collect {
+            task,
+            episodes,
+            out,
+            workers,
+            cameras,
+            image_size,
+            seed,
+            noise,
+            keep_failures,
+            next_obs,
+            mujoco_gl,
+        } => {
+            let mut sim = SimConfig::for_task(task, cameras, image_size);
+            sim.mujoco_gl = mujoco_gl;
+            let started = std::time::Instant::now();
+            let options = CollectOptions {
+                sim,
+                episodes,
+                workers,
+                out: out.clone(),
+                seed,
+                noise,
+                keep_failures,
+                next_obs,
+                steps_per_request: 20,
+            };
+            let summary = collect(&options)?;
             println!(
-                "wrote {demos} synthetic demos ({image_size}×{image_size}) to {}",
-                out.display()
+                "{}: {}/{} episodes successful ({:.1}%), mean successful length {:.0} steps; {} demos written to {} in {:.0} s{}",
+                task.name(),
+                summary.successes,
+                summary.episodes,
+                100.0 * summary.successes as f64 / summary.episodes.max(1) as f64,
+                summary.mean_success_length,
+                summary.written,
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                if summary.worker_failures > 0 { format!(" ({} worker failures survived)", summary.worker_failures) } else { String::new() }
             );
         }
         Command::Bench {
-            which:
-                Bench::Pretrain {
-                    config,
-                    image_size,
-                    batch_size,
-                    warmup_steps,
-                    steps,
-                    device,
-                    threads,
-                    torch,
-                },
+            which: Bench::Pretrain { config, image_size, batch_size, warmup_steps, steps, device, threads, torch },
         } => {
             let threads = set_threads(threads);
             let config = PretrainConfig::load(&config)?;

@@ -25,11 +25,7 @@ pub struct AdamW {
 impl AdamW {
     /// Over the trainable variables of `vs` (one optimizer per VarStore).
     pub fn new(vs: &nn::VarStore, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let params = named
             .into_iter()
@@ -38,14 +34,7 @@ impl AdamW {
                 (name, p, m, v)
             })
             .collect();
-        Self {
-            params,
-            steps_taken: 0,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        }
+        Self { params, steps_taken: 0, beta1, beta2, eps, weight_decay }
     }
 
     pub fn steps_taken(&self) -> i64 {
@@ -76,15 +65,10 @@ impl AdamW {
                 // In place wherever libtorch allows: two temporaries per parameter.
                 let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 let _ = m.lerp_(&g, 1.0 - self.beta1);
-                let _ = v
-                    .g_mul_scalar_(self.beta2)
-                    .addcmul_(&(&g * (1.0 - self.beta2)), &g);
+                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&g * (1.0 - self.beta2)), &g);
                 // p += m / d with d = (√v / √(1 − β2ᵗ) + ε) / (−lr / (1 − β1ᵗ)).
                 let mut denom = v.sqrt();
-                let _ = denom
-                    .g_div_scalar_(bias2_sqrt)
-                    .g_add_scalar_(self.eps)
-                    .g_div_scalar_(-lr / bias1);
+                let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(self.eps).g_div_scalar_(-lr / bias1);
                 let _ = p.addcdiv_(m, &denom);
             }
         });
@@ -96,25 +80,16 @@ impl AdamW {
             .params
             .iter()
             .flat_map(|(name, _, m, v)| {
-                [
-                    (format!("m.{name}"), m.shallow_clone()),
-                    (format!("v.{name}"), v.shallow_clone()),
-                ]
+                [(format!("m.{name}"), m.shallow_clone()), (format!("v.{name}"), v.shallow_clone())]
             })
             .collect();
-        Tensor::write_safetensors(&named, path).map_err(|source| Error::Tch {
-            path: path.into(),
-            source,
-        })
+        Tensor::write_safetensors(&named, path).map_err(|source| Error::Tch { path: path.into(), source })
     }
 
     /// Restores moments written by [`save`](Self::save) and the step count.
     pub fn load(&mut self, path: &Path, steps_taken: i64) -> Result<()> {
         let stored: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|source| Error::Tch {
-                path: path.into(),
-                source,
-            })?
+            .map_err(|source| Error::Tch { path: path.into(), source })?
             .into_iter()
             .collect();
         for (name, p, m, v) in &mut self.params {
@@ -163,9 +138,7 @@ mod tests {
     #[test]
     fn matches_adamw_reference() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let p = vs
-            .root()
-            .var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
+        let p = vs.root().var_copy("p", &Tensor::from_slice(&[1.0f32, -2.0]));
         let mut opt = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.01);
         for _ in 0..2 {
             opt.zero_grad();
@@ -173,10 +146,7 @@ mod tests {
             opt.step(0.1);
         }
         let got: Vec<f32> = p.detach().try_into().unwrap();
-        assert!(
-            (got[0] - 0.798_519_1).abs() < 1e-6 && (got[1] + 1.796_272_6).abs() < 1e-6,
-            "{got:?}"
-        );
+        assert!((got[0] - 0.798_519_1).abs() < 1e-6 && (got[1] + 1.796_272_6).abs() < 1e-6, "{got:?}");
     }
 
     #[test]
@@ -185,8 +155,6 @@ mod tests {
         assert!((warmup_cosine(9, 100, 10, 1e-3, 1e-5) - 1e-3).abs() < 1e-12);
         assert!((warmup_cosine(10, 100, 10, 1e-3, 1e-5) - 1e-3).abs() < 1e-12);
         assert!((warmup_cosine(100, 100, 10, 1e-3, 1e-5) - 1e-5).abs() < 1e-12);
-        assert!(
-            (warmup_cosine(55, 100, 10, 1e-3, 1e-5) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-9
-        );
+        assert!((warmup_cosine(55, 100, 10, 1e-3, 1e-5) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-9);
     }
 }

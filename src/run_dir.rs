@@ -18,14 +18,9 @@ use crate::error::{io_at, Error, Result};
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let mut file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io_at(&tmp))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io_at(&tmp))?;
     fs::rename(&tmp, path).map_err(io_at(path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")));
     Ok(())
@@ -53,10 +48,7 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
             } else {
                 Err(Error::RunDir {
                     dir: run_dir.into(),
-                    message: format!(
-                        "`checkpoints/latest` names {}, which does not exist",
-                        dir.display()
-                    ),
+                    message: format!("`checkpoints/latest` names {}, which does not exist", dir.display()),
                 })
             }
         }
@@ -81,10 +73,7 @@ impl PendingCheckpoint {
             fs::remove_dir_all(&partial).map_err(io_at(&partial))?;
         }
         fs::create_dir_all(&partial).map_err(io_at(&partial))?;
-        Ok(Self {
-            partial,
-            final_dir: root.join(name),
-        })
+        Ok(Self { partial, final_dir: root.join(name) })
     }
 
     /// Where the files go until commit.
@@ -97,35 +86,20 @@ impl PendingCheckpoint {
     pub fn commit(self, keep: usize) -> Result<PathBuf> {
         for entry in fs::read_dir(&self.partial).map_err(io_at(&self.partial))? {
             let path = entry.map_err(io_at(&self.partial))?.path();
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_at(&path))?;
+            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io_at(&path))?;
         }
         sync_dir(&self.partial);
         if self.final_dir.exists() {
             fs::remove_dir_all(&self.final_dir).map_err(io_at(&self.final_dir))?;
         }
         fs::rename(&self.partial, &self.final_dir).map_err(io_at(&self.final_dir))?;
-        let root = self
-            .final_dir
-            .parent()
-            .expect("checkpoint has a parent")
-            .to_path_buf();
-        let name = self
-            .final_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("ASCII name");
+        let root = self.final_dir.parent().expect("checkpoint has a parent").to_path_buf();
+        let name = self.final_dir.file_name().and_then(|n| n.to_str()).expect("ASCII name");
         write_atomic(&root.join("latest"), name.as_bytes())?;
         let mut steps: Vec<PathBuf> = fs::read_dir(&root)
             .map_err(io_at(&root))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("step_"))
-            })
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
             .collect();
         steps.sort();
         for old in steps.iter().take(steps.len().saturating_sub(keep.max(1))) {
@@ -149,19 +123,13 @@ mod tests {
             fs::write(pending.path("a.txt"), step.to_string()).unwrap();
             // Before commit nothing is visible.
             let before = latest_checkpoint(&run).unwrap();
-            assert_ne!(
-                before.as_deref(),
-                Some(run.join("checkpoints/step_{step:08}").as_path())
-            );
+            assert_ne!(before.as_deref(), Some(run.join("checkpoints/step_{step:08}").as_path()));
             pending.commit(2).unwrap();
         }
         let latest = latest_checkpoint(&run).unwrap().unwrap();
         assert!(latest.ends_with("step_00000030"));
         assert_eq!(fs::read_to_string(latest.join("a.txt")).unwrap(), "30");
-        assert!(
-            !run.join("checkpoints/step_00000010").exists(),
-            "oldest pruned"
-        );
+        assert!(!run.join("checkpoints/step_00000010").exists(), "oldest pruned");
         assert!(run.join("checkpoints/step_00000020").exists());
         fs::remove_dir_all(&run).unwrap();
     }

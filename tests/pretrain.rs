@@ -27,9 +27,7 @@ fn rng_lock() -> MutexGuard<'static, ()> {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("pretrain")
-        .join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pretrain").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -41,15 +39,7 @@ fn fixture() -> PathBuf {
     let _guard = ONCE.lock().unwrap();
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pretrain_fixture_32.hdf5");
     if !path.exists() {
-        write_synthetic(
-            &path,
-            SyntheticSpec {
-                demos: 10,
-                image_size: 32,
-                seed: 5,
-            },
-        )
-        .unwrap();
+        write_synthetic(&path, SyntheticSpec { demos: 10, image_size: 32, seed: 5 }).unwrap();
     }
     path
 }
@@ -77,12 +67,7 @@ fn run(
     run_dir: &Path,
     resume: bool,
 ) -> rldt_vision::Result<rldt_vision::train::pretrain::PretrainSummary> {
-    pretrain(PretrainOptions {
-        config: Some(config.clone()),
-        run_dir: run_dir.into(),
-        device: Device::Cpu,
-        resume,
-    })
+    pretrain(PretrainOptions { config: Some(config.clone()), run_dir: run_dir.into(), device: Device::Cpu, resume })
 }
 
 fn read_weights(path: &Path) -> Vec<(String, Tensor)> {
@@ -99,19 +84,10 @@ fn flow_loss_overfits_a_tiny_batch() {
     let config = tiny_config(&fixture());
     let data = RobomimicFile::open(fixture())
         .unwrap()
-        .load(
-            &config.dataset.obs,
-            &DemoSelection {
-                mask: None,
-                first_n: Some(2),
-            },
-        )
+        .load(&config.dataset.obs, &DemoSelection { mask: None, first_n: Some(2) })
         .unwrap();
     let stats = DatasetStats::of(&data);
-    let spec = WindowSpec {
-        obs_horizon: 1,
-        pred_horizon: 4,
-    };
+    let spec = WindowSpec { obs_horizon: 1, pred_horizon: 4 };
     let windows = spec.all_windows(data.episodes.iter().map(|e| e.len));
     let batch = gather(&data, &spec, &stats, &windows[..4]);
     let (obs, actions) = to_device(&batch, &data, &spec, Device::Cpu);
@@ -138,10 +114,7 @@ fn flow_loss_overfits_a_tiny_batch() {
         optimizer.step(1e-3);
     }
     let last = loss_at(true).double_value(&[]);
-    assert!(
-        first / last >= 10.0,
-        "flow loss fell only from {first:.4} to {last:.4}"
-    );
+    assert!(first / last >= 10.0, "flow loss fell only from {first:.4} to {last:.4}");
 }
 
 #[test]
@@ -157,33 +130,16 @@ fn smoke_run_checkpoint_reloads_samples_and_loads_in_pytorch() {
     let saved = PretrainConfig::load(&run_dir.join("config.json")).unwrap();
     assert_eq!(saved, config);
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    assert!(metrics
-        .lines()
-        .any(|l| l.contains("pretrain/valid_flow_loss")));
-    assert_eq!(
-        metrics
-            .lines()
-            .filter(|l| l.contains("pretrain/flow_loss"))
-            .count(),
-        6
-    );
+    assert!(metrics.lines().any(|l| l.contains("pretrain/valid_flow_loss")));
+    assert_eq!(metrics.lines().filter(|l| l.contains("pretrain/flow_loss")).count(), 6);
 
     // The EMA weights reload and sample chunks: chain [K+1, B, D], env actions [B, Ta, A].
     let (_vs, policy) = checkpoint::load(&summary.checkpoint, Weights::Ema, Device::Cpu).unwrap();
     let data = RobomimicFile::open(fixture())
         .unwrap()
-        .load(
-            &config.dataset.obs,
-            &DemoSelection {
-                mask: Some("valid".into()),
-                first_n: None,
-            },
-        )
+        .load(&config.dataset.obs, &DemoSelection { mask: Some("valid".into()), first_n: None })
         .unwrap();
-    let spec = WindowSpec {
-        obs_horizon: 1,
-        pred_horizon: 4,
-    };
+    let spec = WindowSpec { obs_horizon: 1, pred_horizon: 4 };
     let windows = spec.all_windows(data.episodes.iter().map(|e| e.len));
     let batch = gather(&data, &spec, &policy.spec().stats, &windows[..3]);
     let (obs, _) = to_device(&batch, &data, &spec, Device::Cpu);
@@ -198,28 +154,16 @@ fn smoke_run_checkpoint_reloads_samples_and_loads_in_pytorch() {
 
     // safetensors files load in PyTorch with the same names and shapes.
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup",
-        python.display()
-    );
+    assert!(python.exists(), "{} missing: run scripts/setup", python.display());
     let weights = summary.checkpoint.join("ema.safetensors");
     let out = Command::new(&python)
         .args(["-c", "import sys; from safetensors.torch import load_file; w = load_file(sys.argv[1]); print(len(w), sum(t.numel() for t in w.values()))"])
         .arg(&weights)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rust = read_weights(&weights);
-    let expected = format!(
-        "{} {}",
-        rust.len(),
-        rust.iter().map(|(_, t)| t.numel()).sum::<usize>()
-    );
+    let expected = format!("{} {}", rust.len(), rust.iter().map(|(_, t)| t.numel()).sum::<usize>());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
 
@@ -232,12 +176,7 @@ fn resume_continues_the_step_count_and_reproduces_the_run() {
 
     // A run killed after its step-3 checkpoint: same directory without step 6.
     let killed = scratch("resume_killed");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(full.join("checkpoints"))
-        .arg(&killed)
-        .status()
-        .unwrap();
+    let status = Command::new("cp").arg("-r").arg(full.join("checkpoints")).arg(&killed).status().unwrap();
     assert!(status.success());
     std::fs::copy(full.join("config.json"), killed.join("config.json")).unwrap();
     std::fs::copy(full.join("metrics.jsonl"), killed.join("metrics.jsonl")).unwrap();
@@ -248,10 +187,7 @@ fn resume_continues_the_step_count_and_reproduces_the_run() {
     assert_eq!(resumed.resumed_from, Some(3));
     assert!(resumed.checkpoint.ends_with("step_00000006"));
     for file in ["policy.safetensors", "ema.safetensors"] {
-        let (a, b) = (
-            read_weights(&full_summary.checkpoint.join(file)),
-            read_weights(&resumed.checkpoint.join(file)),
-        );
+        let (a, b) = (read_weights(&full_summary.checkpoint.join(file)), read_weights(&resumed.checkpoint.join(file)));
         assert_eq!(a.len(), b.len());
         for ((name, x), (_, y)) in a.iter().zip(&b) {
             assert!(x.equal(y), "{file}: `{name}` differs after resume");
@@ -262,11 +198,7 @@ fn resume_continues_the_step_count_and_reproduces_the_run() {
     let steps: Vec<i64> = metrics
         .lines()
         .filter(|l| l.contains("pretrain/flow_loss"))
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_i64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_i64().unwrap())
         .collect();
     assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
 }
@@ -277,10 +209,7 @@ fn run_directory_misuse_is_refused() {
     let config = tiny_config(&fixture());
     let dir = scratch("misuse");
     let err = run(&config, &dir, true).unwrap_err();
-    assert!(
-        matches!(err, Error::RunDir { .. }) && err.to_string().contains("nothing to resume"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::RunDir { .. }) && err.to_string().contains("nothing to resume"), "{err}");
     let mut short = config.clone();
     short.train.steps = 3;
     short.train.valid_every = 3;
@@ -303,16 +232,11 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     config.train.warmup_steps = 0;
     let dir = scratch("diverge");
     let err = run(&config, &dir, false).unwrap_err();
-    let Error::NonFinite { step, .. } = err else {
-        panic!("expected a NonFinite error, got {err}")
-    };
+    let Error::NonFinite { step, .. } = err else { panic!("expected a NonFinite error, got {err}") };
     let latest = rldt_vision::run_dir::latest_checkpoint(&dir).unwrap();
     if let Some(latest) = latest {
         for (name, t) in read_weights(&latest.join("policy.safetensors")) {
-            assert!(
-                bool::try_from(t.isfinite().all()).unwrap(),
-                "saved weight `{name}` is not finite"
-            );
+            assert!(bool::try_from(t.isfinite().all()).unwrap(), "saved weight `{name}` is not finite");
         }
         assert!(latest.ends_with(format!("step_{:08}", step - 1)) || step == 1);
     }

@@ -13,9 +13,7 @@ fn square(image_size: usize) -> SimConfig {
 fn chunk(seed: u64) -> Vec<Vec<f64>> {
     // A fixed pseudo-random chunk of 4 OSC actions.
     let mut rng = rldt_datasets::random::SplitMix64::new(seed);
-    (0..4)
-        .map(|_| (0..7).map(|_| rng.uniform() * 2.0 - 1.0).collect())
-        .collect()
+    (0..4).map(|_| (0..7).map(|_| rng.uniform() * 2.0 - 1.0).collect()).collect()
 }
 
 #[test]
@@ -25,33 +23,17 @@ fn handshake_reset_step_and_seeding() {
     assert_eq!(env.info().state_dim, 45);
     let a = env.reset(5).unwrap();
     assert_eq!(a.images["agentview_image"].len(), 84 * 84 * 3);
-    for (key, dim) in [
-        ("robot0_eef_pos", 3),
-        ("robot0_eef_quat", 4),
-        ("robot0_gripper_qpos", 2),
-        ("object", 14),
-    ] {
+    for (key, dim) in [("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 14)] {
         assert_eq!(a.lowdim[key].len(), dim, "{key}");
     }
     let out = env.step(&chunk(1), Render::Last, true).unwrap();
-    assert_eq!(
-        (
-            out.t,
-            out.rewards.len(),
-            out.states.len(),
-            out.states[0].len()
-        ),
-        (4, 4, 4, 45)
-    );
+    assert_eq!((out.t, out.rewards.len(), out.states.len(), out.states[0].len()), (4, 4, 4, 45));
     assert!(!out.done && !out.truncated);
     // The seed alone determines the episode.
     let b = env.reset(5).unwrap();
     assert_eq!(a, b, "same seed, same first observation");
     let c = env.reset(6).unwrap();
-    assert_ne!(
-        a.lowdim["object"], c.lowdim["object"],
-        "another seed places the nut elsewhere"
-    );
+    assert_ne!(a.lowdim["object"], c.lowdim["object"], "another seed places the nut elsewhere");
 }
 
 #[test]
@@ -63,18 +45,11 @@ fn chunk_end_images_equal_per_step_rendering() {
         lazy.reset(seed).unwrap();
         eager.reset(seed).unwrap();
         for c in 0..3 {
-            let a = lazy
-                .step(&chunk(seed * 10 + c), Render::Last, false)
-                .unwrap();
-            let b = eager
-                .step(&chunk(seed * 10 + c), Render::Every, false)
-                .unwrap();
+            let a = lazy.step(&chunk(seed * 10 + c), Render::Last, false).unwrap();
+            let b = eager.step(&chunk(seed * 10 + c), Render::Every, false).unwrap();
             assert!(a.frames.is_empty());
             assert_eq!(b.frames.len(), 4);
-            assert_eq!(
-                a.obs.images, b.frames[3].images,
-                "chunk-end image differs from per-step rendering"
-            );
+            assert_eq!(a.obs.images, b.frames[3].images, "chunk-end image differs from per-step rendering");
             assert_eq!(a.obs, b.obs);
         }
     }
@@ -82,17 +57,12 @@ fn chunk_end_images_equal_per_step_rendering() {
 
 #[test]
 fn missing_python_points_at_setup() {
-    let paths = PythonPaths {
-        python: "/nonexistent/.venv/bin/python".into(),
-        server: "scripts/sim_server.py".into(),
-    };
+    let paths = PythonPaths { python: "/nonexistent/.venv/bin/python".into(), server: "scripts/sim_server.py".into() };
     let err = SubprocessEnv::spawn(3, &square(84), &paths).err().unwrap();
     assert!(matches!(err.kind, SimErrorKind::MissingPython(_)));
     let message = err.to_string();
     assert!(
-        message.contains("scripts/setup")
-            && message.contains("worker 3")
-            && message.contains("square"),
+        message.contains("scripts/setup") && message.contains("worker 3") && message.contains("square"),
         "{message}"
     );
 }
@@ -109,27 +79,14 @@ fn failures_are_reported_and_survived() {
         vec_env.reset(&[Some(1)]).unwrap();
         let result = if fault == "kill" {
             let pid = vec_env.env_mut(0).pid();
-            assert!(std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success());
-            vec_env
-                .step(&chunks, Render::Last)
-                .unwrap()
-                .swap_remove(0)
-                .unwrap()
+            assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+            vec_env.step(&chunks, Render::Last).unwrap().swap_remove(0).unwrap()
         } else {
             vec_env.inject_fault(0, fault).unwrap()
         };
-        let StepResult::WorkerFailed(err) = &result else {
-            panic!("{fault}: expected a failed step")
-        };
+        let StepResult::WorkerFailed(err) = &result else { panic!("{fault}: expected a failed step") };
         let message = err.to_string();
-        assert!(
-            message.contains("worker 0") && message.contains("square"),
-            "{fault}: {message}"
-        );
+        assert!(message.contains("worker 0") && message.contains("square"), "{fault}: {message}");
         match fault {
             "raise" => {
                 assert!(matches!(err.kind, SimErrorKind::Raised(_)), "{err}");
@@ -145,14 +102,7 @@ fn failures_are_reported_and_survived() {
         // Restarted: a new episode runs.
         assert!(vec_env.reset(&[Some(2)]).unwrap()[0].is_some());
         let next = vec_env.step(&chunks, Render::Last).unwrap();
-        assert!(
-            matches!(next[0], Some(StepResult::Ok(_))),
-            "{fault}: worker not restarted"
-        );
+        assert!(matches!(next[0], Some(StepResult::Ok(_))), "{fault}: worker not restarted");
     }
-    assert_eq!(
-        vec_env.failures.len(),
-        4,
-        "every failure restarted the worker"
-    );
+    assert_eq!(vec_env.failures.len(), 4, "every failure restarted the worker");
 }

@@ -30,36 +30,18 @@ impl DatasetStats {
     /// Min-max statistics over every step of every loaded episode.
     pub fn of(dataset: &RobomimicDataset) -> Self {
         Self {
-            proprio: MinMax::from_rows(
-                dataset.proprio_dim(),
-                dataset.episodes.iter().map(|e| e.lowdim.as_slice()),
-            ),
-            actions: MinMax::from_rows(
-                dataset.action_dim,
-                dataset.episodes.iter().map(|e| e.actions.as_slice()),
-            ),
+            proprio: MinMax::from_rows(dataset.proprio_dim(), dataset.episodes.iter().map(|e| e.lowdim.as_slice())),
+            actions: MinMax::from_rows(dataset.action_dim, dataset.episodes.iter().map(|e| e.actions.as_slice())),
         }
     }
 }
 
 /// Copies the windows' frames and chunks out of `dataset` and normalises them.
-pub fn gather(
-    dataset: &RobomimicDataset,
-    spec: &WindowSpec,
-    stats: &DatasetStats,
-    windows: &[Window],
-) -> BatchBuffers {
+pub fn gather(dataset: &RobomimicDataset, spec: &WindowSpec, stats: &DatasetStats, windows: &[Window]) -> BatchBuffers {
     let (p, a) = (dataset.proprio_dim(), dataset.action_dim);
     let (to, tp) = (spec.obs_horizon, spec.pred_horizon);
-    let frame_bytes: Vec<usize> = dataset
-        .image_shapes
-        .iter()
-        .map(|[h, w, c]| h * w * c)
-        .collect();
-    let mut images: Vec<Vec<u8>> = frame_bytes
-        .iter()
-        .map(|n| Vec::with_capacity(windows.len() * to * n))
-        .collect();
+    let frame_bytes: Vec<usize> = dataset.image_shapes.iter().map(|[h, w, c]| h * w * c).collect();
+    let mut images: Vec<Vec<u8>> = frame_bytes.iter().map(|n| Vec::with_capacity(windows.len() * to * n)).collect();
     let mut proprio = Vec::with_capacity(windows.len() * to * p);
     let mut actions = Vec::with_capacity(windows.len() * tp * a);
     for w in windows {
@@ -78,10 +60,5 @@ pub fn gather(
     }
     stats.proprio.normalize_in_place(&mut proprio);
     stats.actions.normalize_in_place(&mut actions);
-    BatchBuffers {
-        batch_size: windows.len(),
-        images,
-        proprio,
-        actions,
-    }
+    BatchBuffers { batch_size: windows.len(), images, proprio, actions }
 }

@@ -66,13 +66,7 @@ mod tests {
             let u = r.uniform();
             assert!((0.0..1.0).contains(&u));
         }
-        assert!(
-            counts.iter().all(|&c| (850..1150).contains(&c)),
-            "{counts:?}"
-        );
-        assert_ne!(
-            SplitMix64::stream(7, 3).next_u64(),
-            SplitMix64::stream(7, 4).next_u64()
-        );
+        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
+        assert_ne!(SplitMix64::stream(7, 3).next_u64(), SplitMix64::stream(7, 4).next_u64());
     }
 }

@@ -74,10 +74,7 @@ impl RobomimicDataset {
     pub fn memory_bytes(&self) -> usize {
         self.episodes
             .iter()
-            .map(|e| {
-                e.images.iter().map(Vec::len).sum::<usize>()
-                    + 4 * (e.lowdim.len() + e.actions.len())
-            })
+            .map(|e| e.images.iter().map(Vec::len).sum::<usize>() + 4 * (e.lowdim.len() + e.actions.len()))
             .sum()
     }
 }
@@ -104,10 +101,7 @@ const HDF5_SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
 /// `demo_12` → (0, 12, ""), anything else → (1, 0, name): numeric order first, then the rest.
 fn demo_sort_key(name: &str) -> (u8, u64, String) {
-    match name
-        .strip_prefix("demo_")
-        .and_then(|n| n.parse::<u64>().ok())
-    {
+    match name.strip_prefix("demo_").and_then(|n| n.parse::<u64>().ok()) {
         Some(n) => (0, n, String::new()),
         None => (1, 0, name.to_owned()),
     }
@@ -118,34 +112,18 @@ impl RobomimicFile {
         let path = path.as_ref().to_path_buf();
         let mut signature = [0u8; 8];
         match std::fs::File::open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DatasetError::MissingFile { file: path })
-            }
-            Err(e) => {
-                return Err(DatasetError::NotHdf5 {
-                    file: path,
-                    detail: e.to_string(),
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DatasetError::MissingFile { file: path }),
+            Err(e) => return Err(DatasetError::NotHdf5 { file: path, detail: e.to_string() }),
             Ok(mut f) => {
                 use std::io::Read;
                 if f.read_exact(&mut signature).is_err() || &signature != HDF5_SIGNATURE {
-                    return Err(DatasetError::NotHdf5 {
-                        file: path,
-                        detail: "no HDF5 signature at offset 0".into(),
-                    });
+                    return Err(DatasetError::NotHdf5 { file: path, detail: "no HDF5 signature at offset 0".into() });
                 }
             }
         }
-        let file = hdf5::File::open(&path).map_err(|e| DatasetError::NotHdf5 {
-            file: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut this = Self {
-            path,
-            file,
-            demos: Vec::new(),
-        };
+        let file =
+            hdf5::File::open(&path).map_err(|e| DatasetError::NotHdf5 { file: path.clone(), detail: e.to_string() })?;
+        let mut this = Self { path, file, demos: Vec::new() };
         let data = this.group("data", "")?;
         let mut demos = data.member_names().map_err(|e| this.hdf5("data", e))?;
         demos.sort_by_key(|d| demo_sort_key(d));
@@ -163,19 +141,11 @@ impl RobomimicFile {
     }
 
     fn hdf5(&self, key: &str, source: hdf5::Error) -> DatasetError {
-        DatasetError::Hdf5 {
-            file: self.path.clone(),
-            key: key.to_owned(),
-            source,
-        }
+        DatasetError::Hdf5 { file: self.path.clone(), key: key.to_owned(), source }
     }
 
     fn missing(&self, key: &str, context: &str) -> DatasetError {
-        DatasetError::MissingKey {
-            file: self.path.clone(),
-            key: key.to_owned(),
-            context: context.to_owned(),
-        }
+        DatasetError::MissingKey { file: self.path.clone(), key: key.to_owned(), context: context.to_owned() }
     }
 
     fn group(&self, key: &str, context: &str) -> Result<hdf5::Group> {
@@ -203,17 +173,10 @@ impl RobomimicFile {
     }
 
     fn descriptor(&self, key: &str, ds: &hdf5::Dataset) -> Result<TypeDescriptor> {
-        ds.dtype()
-            .and_then(|t| t.to_descriptor())
-            .map_err(|e| self.hdf5(key, e))
+        ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| self.hdf5(key, e))
     }
 
-    fn wrong(
-        &self,
-        key: &str,
-        expected: impl Into<String>,
-        found: impl Into<String>,
-    ) -> DatasetError {
+    fn wrong(&self, key: &str, expected: impl Into<String>, found: impl Into<String>) -> DatasetError {
         DatasetError::WrongType {
             file: self.path.clone(),
             key: key.into(),
@@ -225,15 +188,10 @@ impl RobomimicFile {
     /// The `data` attribute `env_args` (JSON text that rebuilds the environment).
     pub fn env_args(&self) -> Result<String> {
         let data = self.group("data", "")?;
-        let attr = data
-            .attr("env_args")
-            .map_err(|_| self.missing("data.attrs[env_args]", ""))?;
+        let attr = data.attr("env_args").map_err(|_| self.missing("data.attrs[env_args]", ""))?;
         attr.read_scalar::<VarLenUnicode>()
             .map(|s| s.as_str().to_owned())
-            .or_else(|_| {
-                attr.read_scalar::<VarLenAscii>()
-                    .map(|s| s.as_str().to_owned())
-            })
+            .or_else(|_| attr.read_scalar::<VarLenAscii>().map(|s| s.as_str().to_owned()))
             .map_err(|e| self.hdf5("data.attrs[env_args]", e))
     }
 
@@ -244,17 +202,10 @@ impl RobomimicFile {
         let names = read_strings(&ds, &self.descriptor(&key, &ds)?)
             .map_err(|found| self.wrong(&key, "an array of strings", found))?;
         if names.is_empty() {
-            return Err(DatasetError::EmptySelection {
-                file: self.path.clone(),
-                key,
-            });
+            return Err(DatasetError::EmptySelection { file: self.path.clone(), key });
         }
         if let Some(unknown) = names.iter().find(|n| !self.demos.contains(n)) {
-            return Err(DatasetError::UnknownDemo {
-                file: self.path.clone(),
-                key,
-                demo: unknown.clone(),
-            });
+            return Err(DatasetError::UnknownDemo { file: self.path.clone(), key, demo: unknown.clone() });
         }
         Ok(names)
     }
@@ -270,14 +221,8 @@ impl RobomimicFile {
             names.truncate(n);
         }
         if names.is_empty() {
-            let key = selection
-                .mask
-                .as_ref()
-                .map_or("data".to_owned(), |m| format!("mask/{m}"));
-            return Err(DatasetError::EmptySelection {
-                file: self.path.clone(),
-                key,
-            });
+            let key = selection.mask.as_ref().map_or("data".to_owned(), |m| format!("mask/{m}"));
+            return Err(DatasetError::EmptySelection { file: self.path.clone(), key });
         }
         Ok(names)
     }
@@ -288,10 +233,7 @@ impl RobomimicFile {
         let actions_key = format!("data/{demo}/actions");
         let (actions, len, action_dim) = self.read_float_2d(&actions_key, "")?;
         if len == 0 {
-            return Err(DatasetError::EmptyDemo {
-                file: self.path.clone(),
-                demo: demo.into(),
-            });
+            return Err(DatasetError::EmptyDemo { file: self.path.clone(), demo: demo.into() });
         }
         let mut images = Vec::with_capacity(spec.image_keys.len());
         let mut image_shapes = Vec::with_capacity(spec.image_keys.len());
@@ -304,11 +246,7 @@ impl RobomimicFile {
                 return Err(self.wrong(&path, "u8 images", format!("element type {descriptor}")));
             }
             if shape.len() != 4 || shape[3] != 3 {
-                return Err(self.wrong(
-                    &path,
-                    "shape [T, H, W, 3] (HWC RGB)",
-                    format!("shape {shape:?}"),
-                ));
+                return Err(self.wrong(&path, "shape [T, H, W, 3] (HWC RGB)", format!("shape {shape:?}")));
             }
             self.check_len(&path, shape[0], &actions_key, len)?;
             images.push(ds.read_raw::<u8>().map_err(|e| self.hdf5(&path, e))?);
@@ -330,21 +268,8 @@ impl RobomimicFile {
                 lowdim.extend_from_slice(&values[t * dim..(t + 1) * dim]);
             }
         }
-        let layout = EpisodeLayout {
-            image_shapes,
-            lowdim_dims,
-            action_dim,
-        };
-        Ok((
-            Episode {
-                demo: demo.into(),
-                len,
-                images,
-                lowdim,
-                actions,
-            },
-            layout,
-        ))
+        let layout = EpisodeLayout { image_shapes, lowdim_dims, action_dim };
+        Ok((Episode { demo: demo.into(), len, images, lowdim, actions }, layout))
     }
 
     fn check_len(&self, key: &str, found: usize, reference: &str, expected: usize) -> Result<()> {
@@ -364,23 +289,14 @@ impl RobomimicFile {
     fn read_float_2d(&self, key: &str, context: &str) -> Result<(Vec<f32>, usize, usize)> {
         let ds = self.dataset(key, context)?;
         let descriptor = self.descriptor(key, &ds)?;
-        if !matches!(
-            descriptor,
-            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
-        ) {
+        if !matches!(descriptor, TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)) {
             return Err(self.wrong(key, "a numeric array", format!("element type {descriptor}")));
         }
         let shape = ds.shape();
         let (rows, dim) = match shape.as_slice() {
             [t] => (*t, 1),
             [t, d] => (*t, *d),
-            other => {
-                return Err(self.wrong(
-                    key,
-                    "rank 1 or 2 ([T] or [T, d])",
-                    format!("shape {other:?}"),
-                ))
-            }
+            other => return Err(self.wrong(key, "rank 1 or 2 ([T] or [T, d])", format!("shape {other:?}"))),
         };
         let values = ds.read_raw::<f32>().map_err(|e| self.hdf5(key, e))?;
         if values.iter().any(|v| !v.is_finite()) {
@@ -404,14 +320,7 @@ impl RobomimicFile {
             episodes: Vec::with_capacity(names.len()),
         };
         for (i, demo) in names.iter().enumerate() {
-            let (
-                episode,
-                EpisodeLayout {
-                    image_shapes,
-                    lowdim_dims,
-                    action_dim,
-                },
-            ) = self.read_episode(demo, spec)?;
+            let (episode, EpisodeLayout { image_shapes, lowdim_dims, action_dim }) = self.read_episode(demo, spec)?;
             if i == 0 {
                 dataset.image_shapes = image_shapes;
                 dataset.lowdim_dims = lowdim_dims;
@@ -454,10 +363,7 @@ impl RobomimicFile {
 
 /// Reads a 1-D array of strings (fixed-length bytes, as robomimic writes masks, or
 /// variable-length); on a non-string type returns the type found.
-fn read_strings(
-    ds: &hdf5::Dataset,
-    descriptor: &TypeDescriptor,
-) -> std::result::Result<Vec<String>, String> {
+fn read_strings(ds: &hdf5::Dataset, descriptor: &TypeDescriptor) -> std::result::Result<Vec<String>, String> {
     use hdf5::types::FixedAscii;
     let trim = |s: &str| s.trim_end_matches('\0').to_owned();
     match descriptor {

@@ -46,11 +46,7 @@ impl MinMax {
         for row in values.chunks_exact_mut(self.dim()) {
             for (d, v) in row.iter_mut().enumerate() {
                 let (min, range) = self.min_range(d);
-                *v = if range == 0.0 {
-                    *v - min
-                } else {
-                    2.0 * (*v - min) / range - 1.0
-                };
+                *v = if range == 0.0 { *v - min } else { 2.0 * (*v - min) / range - 1.0 };
             }
         }
     }
@@ -60,11 +56,7 @@ impl MinMax {
         for row in values.chunks_exact_mut(self.dim()) {
             for (d, v) in row.iter_mut().enumerate() {
                 let (min, range) = self.min_range(d);
-                *v = if range == 0.0 {
-                    *v + min
-                } else {
-                    (*v + 1.0) / 2.0 * range + min
-                };
+                *v = if range == 0.0 { *v + min } else { (*v + 1.0) / 2.0 * range + min };
             }
         }
     }

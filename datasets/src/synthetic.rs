@@ -38,10 +38,7 @@ pub fn write_synthetic(path: impl AsRef<Path>, spec: SyntheticSpec) -> Result<()
     });
     let mut writer = RobomimicWriter::create(path, &env_args.to_string())?;
     for demo in 0..spec.demos {
-        writer.write_demo(&synthetic_demo(
-            spec.image_size,
-            &mut SplitMix64::stream(spec.seed, demo as u64),
-        ))?;
+        writer.write_demo(&synthetic_demo(spec.image_size, &mut SplitMix64::stream(spec.seed, demo as u64)))?;
     }
     let names = writer.demo_names().to_vec();
     writer.finish(&split_train_valid(&names, 10))?;
@@ -50,20 +47,10 @@ pub fn write_synthetic(path: impl AsRef<Path>, spec: SyntheticSpec) -> Result<()
 
 fn synthetic_demo(size: usize, rng: &mut SplitMix64) -> DemoRecord {
     let mut uniform = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform();
-    let target = [
-        uniform(-0.8 * TABLE, 0.8 * TABLE),
-        uniform(-0.8 * TABLE, 0.8 * TABLE),
-    ];
-    let mut eef = [
-        uniform(-0.8 * TABLE, 0.8 * TABLE),
-        uniform(-0.8 * TABLE, 0.8 * TABLE),
-        Z_HIGH,
-    ];
+    let target = [uniform(-0.8 * TABLE, 0.8 * TABLE), uniform(-0.8 * TABLE, 0.8 * TABLE)];
+    let mut eef = [uniform(-0.8 * TABLE, 0.8 * TABLE), uniform(-0.8 * TABLE, 0.8 * TABLE), Z_HIGH];
     let mut gripper = 0.04; // finger opening
-    let mut record = DemoRecord {
-        action_dim: 7,
-        ..Default::default()
-    };
+    let mut record = DemoRecord { action_dim: 7, ..Default::default() };
     let (mut image, mut eef_pos, mut eef_quat, mut grip_qpos, mut object, mut states) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut closing_steps = 0;
@@ -93,16 +80,8 @@ fn synthetic_demo(size: usize, rng: &mut SplitMix64) -> DemoRecord {
         // Expert action.
         let (dx, dy) = (target[0] - eef[0], target[1] - eef[1]);
         let aligned = dx.abs() < 0.01 && dy.abs() < 0.01;
-        let dz = if aligned {
-            Z_LOW - eef[2]
-        } else {
-            Z_HIGH - eef[2]
-        };
-        let grip = if aligned && eef[2] < Z_LOW + 0.01 {
-            1.0
-        } else {
-            -1.0
-        };
+        let dz = if aligned { Z_LOW - eef[2] } else { Z_HIGH - eef[2] };
+        let grip = if aligned && eef[2] < Z_LOW + 0.01 { 1.0 } else { -1.0 };
         let action = [
             (dx / STEP).clamp(-1.0, 1.0),
             (dy / STEP).clamp(-1.0, 1.0),
@@ -131,42 +110,11 @@ fn synthetic_demo(size: usize, rng: &mut SplitMix64) -> DemoRecord {
     let len = record.rewards.len();
     record.states = Some((states, 6));
     record.obs = vec![
-        (
-            "agentview_image".into(),
-            ObsArray::Image {
-                data: image,
-                height: size,
-                width: size,
-            },
-        ),
-        (
-            "object".into(),
-            ObsArray::LowDim {
-                data: object,
-                dim: 14,
-            },
-        ),
-        (
-            "robot0_eef_pos".into(),
-            ObsArray::LowDim {
-                data: eef_pos,
-                dim: 3,
-            },
-        ),
-        (
-            "robot0_eef_quat".into(),
-            ObsArray::LowDim {
-                data: eef_quat,
-                dim: 4,
-            },
-        ),
-        (
-            "robot0_gripper_qpos".into(),
-            ObsArray::LowDim {
-                data: grip_qpos,
-                dim: 2,
-            },
-        ),
+        ("agentview_image".into(), ObsArray::Image { data: image, height: size, width: size }),
+        ("object".into(), ObsArray::LowDim { data: object, dim: 14 }),
+        ("robot0_eef_pos".into(), ObsArray::LowDim { data: eef_pos, dim: 3 }),
+        ("robot0_eef_quat".into(), ObsArray::LowDim { data: eef_quat, dim: 4 }),
+        ("robot0_gripper_qpos".into(), ObsArray::LowDim { data: grip_qpos, dim: 2 }),
     ];
     debug_assert_eq!(record.len(), len);
     record

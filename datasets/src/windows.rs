@@ -47,39 +47,16 @@ mod tests {
 
     #[test]
     fn pads_with_edge_steps() {
-        let spec = WindowSpec {
-            obs_horizon: 2,
-            pred_horizon: 4,
-        };
+        let spec = WindowSpec { obs_horizon: 2, pred_horizon: 4 };
         // Episode of length 5, window at t = 0: obs [0, 0], actions [0, 1, 2, 3].
-        assert_eq!(
-            (0..2).map(|i| spec.obs_step(0, i)).collect::<Vec<_>>(),
-            [0, 0]
-        );
-        assert_eq!(
-            (0..4)
-                .map(|j| spec.action_step(0, j, 5))
-                .collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
+        assert_eq!((0..2).map(|i| spec.obs_step(0, i)).collect::<Vec<_>>(), [0, 0]);
+        assert_eq!((0..4).map(|j| spec.action_step(0, j, 5)).collect::<Vec<_>>(), [0, 1, 2, 3]);
         // Window at t = 3: obs [2, 3], actions [3, 4, 4, 4].
-        assert_eq!(
-            (0..2).map(|i| spec.obs_step(3, i)).collect::<Vec<_>>(),
-            [2, 3]
-        );
-        assert_eq!(
-            (0..4)
-                .map(|j| spec.action_step(3, j, 5))
-                .collect::<Vec<_>>(),
-            [3, 4, 4, 4]
-        );
+        assert_eq!((0..2).map(|i| spec.obs_step(3, i)).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!((0..4).map(|j| spec.action_step(3, j, 5)).collect::<Vec<_>>(), [3, 4, 4, 4]);
         assert_eq!(
             spec.all_windows([2, 1]),
-            [
-                Window { episode: 0, t: 0 },
-                Window { episode: 0, t: 1 },
-                Window { episode: 1, t: 0 }
-            ]
+            [Window { episode: 0, t: 0 }, Window { episode: 0, t: 1 }, Window { episode: 1, t: 0 }]
         );
     }
 }

@@ -19,19 +19,12 @@ fn tmp(name: &str) -> PathBuf {
 fn square_spec() -> ObsSpec {
     ObsSpec {
         image_keys: vec!["agentview_image".into()],
-        lowdim_keys: vec![
-            "robot0_eef_pos".into(),
-            "robot0_eef_quat".into(),
-            "robot0_gripper_qpos".into(),
-        ],
+        lowdim_keys: vec!["robot0_eef_pos".into(), "robot0_eef_quat".into(), "robot0_gripper_qpos".into()],
     }
 }
 
 fn all() -> DemoSelection {
-    DemoSelection {
-        mask: None,
-        first_n: None,
-    }
+    DemoSelection { mask: None, first_n: None }
 }
 
 /// A record of `len` steps with one 2×2 camera and a 3-d low-dim key; values encode (step, dim).
@@ -45,19 +38,9 @@ fn record(len: usize) -> DemoRecord {
         obs: vec![
             (
                 "cam_image".into(),
-                ObsArray::Image {
-                    data: (0..len * 12).map(|i| i as u8).collect(),
-                    height: 2,
-                    width: 2,
-                },
+                ObsArray::Image { data: (0..len * 12).map(|i| i as u8).collect(), height: 2, width: 2 },
             ),
-            (
-                "pos".into(),
-                ObsArray::LowDim {
-                    data: (0..len * 3).map(|i| i as f64).collect(),
-                    dim: 3,
-                },
-            ),
+            ("pos".into(), ObsArray::LowDim { data: (0..len * 3).map(|i| i as f64).collect(), dim: 3 }),
         ],
         next_obs: vec![],
         model_file: Some("<mujoco/>".into()),
@@ -65,10 +48,7 @@ fn record(len: usize) -> DemoRecord {
 }
 
 fn small_spec() -> ObsSpec {
-    ObsSpec {
-        image_keys: vec!["cam_image".into()],
-        lowdim_keys: vec!["pos".into()],
-    }
+    ObsSpec { image_keys: vec!["cam_image".into()], lowdim_keys: vec!["pos".into()] }
 }
 
 fn write_records(name: &str, lens: &[usize]) -> PathBuf {
@@ -78,20 +58,13 @@ fn write_records(name: &str, lens: &[usize]) -> PathBuf {
         w.write_demo(&record(len)).unwrap();
     }
     let names = w.demo_names().to_vec();
-    w.finish(&[
-        ("train", names[..names.len() - 1].to_vec()),
-        ("valid", names[names.len() - 1..].to_vec()),
-    ])
-    .unwrap();
+    w.finish(&[("train", names[..names.len() - 1].to_vec()), ("valid", names[names.len() - 1..].to_vec())]).unwrap();
     path
 }
 
 fn assert_names(err: &DatasetError, file: &std::path::Path, key: &str) {
     let message = err.to_string();
-    assert!(
-        message.contains(&file.display().to_string()),
-        "error must name the file: {message}"
-    );
+    assert!(message.contains(&file.display().to_string()), "error must name the file: {message}");
     assert!(message.contains(key), "error must name `{key}`: {message}");
 }
 
@@ -101,57 +74,27 @@ fn round_trip_numeric_order_masks_and_first_n() {
     let path = write_records("roundtrip.hdf5", &lens);
     let file = RobomimicFile::open(&path).unwrap();
     let names: Vec<String> = (0..12).map(|i| format!("demo_{i}")).collect();
-    assert_eq!(
-        file.demo_names(),
-        names.as_slice(),
-        "numeric, not lexical, order"
-    );
+    assert_eq!(file.demo_names(), names.as_slice(), "numeric, not lexical, order");
     assert_eq!(file.env_args().unwrap(), r#"{"env_name": "Test"}"#);
     assert_eq!(file.mask("valid").unwrap(), ["demo_11"]);
     assert_eq!(file.mask("train").unwrap().len(), 11);
-    let ds = file
-        .load(
-            &small_spec(),
-            &DemoSelection {
-                mask: Some("train".into()),
-                first_n: Some(3),
-            },
-        )
-        .unwrap();
-    assert_eq!(
-        ds.episodes
-            .iter()
-            .map(|e| e.demo.as_str())
-            .collect::<Vec<_>>(),
-        ["demo_0", "demo_1", "demo_2"]
-    );
+    let ds = file.load(&small_spec(), &DemoSelection { mask: Some("train".into()), first_n: Some(3) }).unwrap();
+    assert_eq!(ds.episodes.iter().map(|e| e.demo.as_str()).collect::<Vec<_>>(), ["demo_0", "demo_1", "demo_2"]);
     let e = &ds.episodes[1];
     assert_eq!(e.len, 4);
-    assert_eq!(
-        e.actions,
-        (0..8).map(|i| i as f32 / 10.0).collect::<Vec<_>>()
-    );
+    assert_eq!(e.actions, (0..8).map(|i| i as f32 / 10.0).collect::<Vec<_>>());
     assert_eq!(e.lowdim, (0..12).map(|i| i as f32).collect::<Vec<_>>());
     assert_eq!(e.images[0], (0..48).map(|i| i as u8).collect::<Vec<_>>());
     assert_eq!(ds.image_shapes, [[2, 2, 3]]);
     assert_eq!((ds.proprio_dim(), ds.action_dim), (3, 2));
-    assert_eq!(
-        ds.memory_bytes(),
-        (36 + 48 + 60) + 4 * (3 + 4 + 5) * (3 + 2)
-    );
+    assert_eq!(ds.memory_bytes(), (36 + 48 + 60) + 4 * (3 + 4 + 5) * (3 + 2));
 }
 
 #[test]
 fn windows_pad_and_statistics_normalise() {
     let path = write_records("windows.hdf5", &[3, 5]);
-    let ds = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&small_spec(), &all())
-        .unwrap();
-    let spec = WindowSpec {
-        obs_horizon: 2,
-        pred_horizon: 3,
-    };
+    let ds = RobomimicFile::open(&path).unwrap().load(&small_spec(), &all()).unwrap();
+    let spec = WindowSpec { obs_horizon: 2, pred_horizon: 3 };
     let windows = spec.all_windows(ds.episodes.iter().map(|e| e.len));
     assert_eq!(windows.len(), 8);
     let stats = DatasetStats::of(&ds);
@@ -159,11 +102,7 @@ fn windows_pad_and_statistics_normalise() {
     assert_eq!(batch.images[0].len(), 8 * 2 * 12);
     assert_eq!(batch.proprio.len(), 8 * 2 * 3);
     assert_eq!(batch.actions.len(), 8 * 3 * 2);
-    assert!(batch
-        .proprio
-        .iter()
-        .chain(&batch.actions)
-        .all(|v| (-1.0..=1.0).contains(v)));
+    assert!(batch.proprio.iter().chain(&batch.actions).all(|v| (-1.0..=1.0).contains(v)));
     // Window at t = 2 of the first episode (length 3): actions at steps [2, 2, 2] (padded),
     // whose raw dim-0 value is 0.4 with min 0.0 and max 0.8 → normalised 0.0.
     let w2 = &batch.actions[2 * 6..3 * 6];
@@ -175,31 +114,12 @@ fn windows_pad_and_statistics_normalise() {
 #[test]
 fn synthetic_default_dataset_reads_back() {
     let path = tmp("synthetic.hdf5");
-    write_synthetic(
-        &path,
-        SyntheticSpec {
-            demos: 11,
-            image_size: 32,
-            seed: 3,
-        },
-    )
-    .unwrap();
+    write_synthetic(&path, SyntheticSpec { demos: 11, image_size: 32, seed: 3 }).unwrap();
     let file = RobomimicFile::open(&path).unwrap();
     assert_eq!(file.mask("valid").unwrap(), ["demo_9"]);
-    let ds = file
-        .load(
-            &square_spec(),
-            &DemoSelection {
-                mask: Some("train".into()),
-                first_n: None,
-            },
-        )
-        .unwrap();
+    let ds = file.load(&square_spec(), &DemoSelection { mask: Some("train".into()), first_n: None }).unwrap();
     assert_eq!(ds.episodes.len(), 10);
-    assert_eq!(
-        (ds.proprio_dim(), ds.action_dim, ds.image_shapes[0]),
-        (9, 7, [32, 32, 3])
-    );
+    assert_eq!((ds.proprio_dim(), ds.action_dim, ds.image_shapes[0]), (9, 7, [32, 32, 3]));
     assert!(ds.episodes.iter().all(|e| e.len >= 10));
 }
 
@@ -223,10 +143,7 @@ fn not_hdf5() {
 #[test]
 fn missing_data_group() {
     let path = tmp("no_data.hdf5");
-    hdf5::File::create(&path)
-        .unwrap()
-        .create_group("mask")
-        .unwrap();
+    hdf5::File::create(&path).unwrap().create_group("mask").unwrap();
     let err = RobomimicFile::open(&path).err().unwrap();
     assert_names(&err, &path, "missing `data`");
 }
@@ -235,10 +152,7 @@ fn missing_data_group() {
 fn missing_obs_key_and_missing_mask() {
     let path = write_records("missing_key.hdf5", &[3, 3]);
     let file = RobomimicFile::open(&path).unwrap();
-    let spec = ObsSpec {
-        image_keys: vec!["eye_in_hand_image".into()],
-        lowdim_keys: vec![],
-    };
+    let spec = ObsSpec { image_keys: vec!["eye_in_hand_image".into()], lowdim_keys: vec![] };
     let err = file.load(&spec, &all()).unwrap_err();
     assert_names(&err, &path, "data/demo_0/obs/eye_in_hand_image");
     let err = file.mask("test").unwrap_err();
@@ -254,10 +168,7 @@ fn key_absent_in_some_demos_only() {
     without.obs.retain(|(k, _)| k != "pos");
     w.write_demo(&without).unwrap();
     w.finish(&[]).unwrap();
-    let err = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&small_spec(), &all())
-        .unwrap_err();
+    let err = RobomimicFile::open(&path).unwrap().load(&small_spec(), &all()).unwrap_err();
     assert_names(&err, &path, "data/demo_1/obs/pos");
     assert!(err.to_string().contains("present in other demos"), "{err}");
 }
@@ -266,11 +177,7 @@ fn key_absent_in_some_demos_only() {
 fn hand_made(name: &str, build: impl FnOnce(&hdf5::Group)) -> PathBuf {
     let path = tmp(name);
     let file = hdf5::File::create(&path).unwrap();
-    let demo = file
-        .create_group("data")
-        .unwrap()
-        .create_group("demo_0")
-        .unwrap();
+    let demo = file.create_group("data").unwrap().create_group("demo_0").unwrap();
     build(&demo);
     path
 }
@@ -278,24 +185,12 @@ fn hand_made(name: &str, build: impl FnOnce(&hdf5::Group)) -> PathBuf {
 #[test]
 fn wrong_dtype_of_images() {
     let path = hand_made("float_images.hdf5", |demo| {
-        demo.new_dataset_builder()
-            .with_data(&ndarray::Array2::<f64>::zeros((3, 2)))
-            .create("actions")
-            .unwrap();
+        demo.new_dataset_builder().with_data(&ndarray::Array2::<f64>::zeros((3, 2))).create("actions").unwrap();
         let obs = demo.create_group("obs").unwrap();
-        obs.new_dataset_builder()
-            .with_data(&ndarray::Array4::<f32>::zeros((3, 2, 2, 3)))
-            .create("cam_image")
-            .unwrap();
+        obs.new_dataset_builder().with_data(&ndarray::Array4::<f32>::zeros((3, 2, 2, 3))).create("cam_image").unwrap();
     });
-    let spec = ObsSpec {
-        image_keys: vec!["cam_image".into()],
-        lowdim_keys: vec![],
-    };
-    let err = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&spec, &all())
-        .unwrap_err();
+    let spec = ObsSpec { image_keys: vec!["cam_image".into()], lowdim_keys: vec![] };
+    let err = RobomimicFile::open(&path).unwrap().load(&spec, &all()).unwrap_err();
     assert!(matches!(err, DatasetError::WrongType { .. }), "{err}");
     assert_names(&err, &path, "data/demo_0/obs/cam_image");
     assert!(err.to_string().contains("u8"), "{err}");
@@ -304,19 +199,10 @@ fn wrong_dtype_of_images() {
 #[test]
 fn wrong_rank_of_actions() {
     let path = hand_made("rank3_actions.hdf5", |demo| {
-        demo.new_dataset_builder()
-            .with_data(&ndarray::Array3::<f64>::zeros((3, 2, 2)))
-            .create("actions")
-            .unwrap();
+        demo.new_dataset_builder().with_data(&ndarray::Array3::<f64>::zeros((3, 2, 2))).create("actions").unwrap();
     });
-    let spec = ObsSpec {
-        image_keys: vec![],
-        lowdim_keys: vec![],
-    };
-    let err = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&spec, &all())
-        .unwrap_err();
+    let spec = ObsSpec { image_keys: vec![], lowdim_keys: vec![] };
+    let err = RobomimicFile::open(&path).unwrap().load(&spec, &all()).unwrap_err();
     assert!(matches!(err, DatasetError::WrongType { .. }), "{err}");
     assert_names(&err, &path, "data/demo_0/actions");
 }
@@ -324,54 +210,23 @@ fn wrong_rank_of_actions() {
 #[test]
 fn obs_and_actions_of_different_lengths() {
     let path = hand_made("mismatch.hdf5", |demo| {
-        demo.new_dataset_builder()
-            .with_data(&ndarray::Array2::<f64>::zeros((4, 2)))
-            .create("actions")
-            .unwrap();
+        demo.new_dataset_builder().with_data(&ndarray::Array2::<f64>::zeros((4, 2))).create("actions").unwrap();
         let obs = demo.create_group("obs").unwrap();
-        obs.new_dataset_builder()
-            .with_data(&ndarray::Array2::<f64>::zeros((3, 3)))
-            .create("pos")
-            .unwrap();
+        obs.new_dataset_builder().with_data(&ndarray::Array2::<f64>::zeros((3, 3))).create("pos").unwrap();
     });
-    let spec = ObsSpec {
-        image_keys: vec![],
-        lowdim_keys: vec!["pos".into()],
-    };
-    let err = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&spec, &all())
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DatasetError::LengthMismatch {
-                found: 3,
-                expected: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let spec = ObsSpec { image_keys: vec![], lowdim_keys: vec!["pos".into()] };
+    let err = RobomimicFile::open(&path).unwrap().load(&spec, &all()).unwrap_err();
+    assert!(matches!(err, DatasetError::LengthMismatch { found: 3, expected: 4, .. }), "{err}");
     assert_names(&err, &path, "data/demo_0/obs/pos");
 }
 
 #[test]
 fn empty_demo() {
     let path = hand_made("empty_demo.hdf5", |demo| {
-        demo.new_dataset_builder()
-            .with_data(&ndarray::Array2::<f64>::zeros((0, 7)))
-            .create("actions")
-            .unwrap();
+        demo.new_dataset_builder().with_data(&ndarray::Array2::<f64>::zeros((0, 7))).create("actions").unwrap();
     });
-    let spec = ObsSpec {
-        image_keys: vec![],
-        lowdim_keys: vec![],
-    };
-    let err = RobomimicFile::open(&path)
-        .unwrap()
-        .load(&spec, &all())
-        .unwrap_err();
+    let spec = ObsSpec { image_keys: vec![], lowdim_keys: vec![] };
+    let err = RobomimicFile::open(&path).unwrap().load(&spec, &all()).unwrap_err();
     assert!(matches!(err, DatasetError::EmptyDemo { .. }), "{err}");
     assert_names(&err, &path, "demo_0");
 }
@@ -382,22 +237,11 @@ fn empty_mask() {
     {
         let file = hdf5::File::open_rw(&path).unwrap();
         let empty: Vec<hdf5::types::FixedAscii<8>> = vec![];
-        file.group("mask")
-            .unwrap()
-            .new_dataset_builder()
-            .with_data(&empty)
-            .create("empty")
-            .unwrap();
+        file.group("mask").unwrap().new_dataset_builder().with_data(&empty).create("empty").unwrap();
     }
     let err = RobomimicFile::open(&path)
         .unwrap()
-        .load(
-            &small_spec(),
-            &DemoSelection {
-                mask: Some("empty".into()),
-                first_n: None,
-            },
-        )
+        .load(&small_spec(), &DemoSelection { mask: Some("empty".into()), first_n: None })
         .unwrap_err();
     assert!(matches!(err, DatasetError::EmptySelection { .. }), "{err}");
     assert_names(&err, &path, "mask/empty");

@@ -31,11 +31,9 @@ impl Augmentation {
     pub fn apply(&self, x: &Tensor, train: bool) -> Tensor {
         let (n, _, h, w) = x.size4().expect("augmentation expects [N, C, H, W]");
         match (self, train) {
-            (Augmentation::RandomCrop { crop_size }, true) => crop_each(
-                x,
-                *crop_size,
-                &random_offsets(n, h - crop_size + 1, w - crop_size + 1),
-            ),
+            (Augmentation::RandomCrop { crop_size }, true) => {
+                crop_each(x, *crop_size, &random_offsets(n, h - crop_size + 1, w - crop_size + 1))
+            }
             (Augmentation::RandomCrop { crop_size }, false) => {
                 let (top, left) = ((h - crop_size) / 2, (w - crop_size) / 2);
                 x.narrow(2, top, *crop_size).narrow(3, left, *crop_size)
@@ -44,21 +42,15 @@ impl Augmentation {
                 let padded = x.replication_pad2d([*pad, *pad, *pad, *pad]);
                 crop_each(&padded, h, &random_offsets(n, 2 * pad + 1, 2 * pad + 1))
             }
-            (Augmentation::RandomShift { .. }, false) | (Augmentation::None, _) => {
-                x.shallow_clone()
-            }
+            (Augmentation::RandomShift { .. }, false) | (Augmentation::None, _) => x.shallow_clone(),
         }
     }
 }
 
 /// n pairs (top, left), top uniform in [0, max_top), left uniform in [0, max_left).
 fn random_offsets(n: i64, max_top: i64, max_left: i64) -> Vec<(i64, i64)> {
-    let tops: Vec<i64> = Tensor::randint(max_top, [n], (Kind::Int64, tch::Device::Cpu))
-        .try_into()
-        .unwrap();
-    let lefts: Vec<i64> = Tensor::randint(max_left, [n], (Kind::Int64, tch::Device::Cpu))
-        .try_into()
-        .unwrap();
+    let tops: Vec<i64> = Tensor::randint(max_top, [n], (Kind::Int64, tch::Device::Cpu)).try_into().unwrap();
+    let lefts: Vec<i64> = Tensor::randint(max_left, [n], (Kind::Int64, tch::Device::Cpu)).try_into().unwrap();
     tops.into_iter().zip(lefts).collect()
 }
 
@@ -108,9 +100,7 @@ mod tests {
             let v = y.get(i).get(0).get(0).get(0).double_value(&[]) as i64 - i * 3 * 36;
             let (top, left) = (v / 6, v % 6);
             assert!(top <= 2 && left <= 2);
-            assert!(y
-                .get(i)
-                .equal(&x.get(i).narrow(1, top, 4).narrow(2, left, 4)));
+            assert!(y.get(i).equal(&x.get(i).narrow(1, top, 4).narrow(2, left, 4)));
         }
     }
 }

@@ -21,18 +21,9 @@ pub struct EncoderConfig {
 pub enum BackboneConfig {
     /// ResNet-18 with GroupNorm; `width` = channels of the first stage (64 is the standard
     /// ResNet-18; 16 gives a CPU-sized model with 1/16 of the FLOPs).
-    Resnet18 {
-        width: i64,
-        num_keypoints: i64,
-        feature_dim: i64,
-    },
+    Resnet18 { width: i64, num_keypoints: i64, feature_dim: i64 },
     /// The RLDT paper's one-layer ViT (embed 128, 4 heads, MLP 512) + spatial embedding.
-    Vit {
-        embed_dim: i64,
-        num_heads: i64,
-        mlp_dim: i64,
-        feature_dim: i64,
-    },
+    Vit { embed_dim: i64, num_heads: i64, mlp_dim: i64, feature_dim: i64 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -42,18 +33,11 @@ pub struct EncoderConfigError {
     pub message: String,
 }
 
-fn check(
-    ok: bool,
-    field: &'static str,
-    message: impl Into<String>,
-) -> Result<(), EncoderConfigError> {
+fn check(ok: bool, field: &'static str, message: impl Into<String>) -> Result<(), EncoderConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(EncoderConfigError {
-            field,
-            message: message.into(),
-        })
+        Err(EncoderConfigError { field, message: message.into() })
     }
 }
 
@@ -75,23 +59,13 @@ impl EncoderConfig {
         }
         let input = self.augmentation.network_input_size(image_size);
         match &self.backbone {
-            BackboneConfig::Resnet18 {
-                width,
-                num_keypoints,
-                feature_dim,
-            } => {
+            BackboneConfig::Resnet18 { width, num_keypoints, feature_dim } => {
                 check(
                     *width >= 16 && width % 16 == 0,
                     "backbone.width",
-                    format!(
-                        "must be a positive multiple of 16 (GroupNorm groups = C/16), got {width}"
-                    ),
+                    format!("must be a positive multiple of 16 (GroupNorm groups = C/16), got {width}"),
                 )?;
-                check(
-                    *num_keypoints > 0,
-                    "backbone.num_keypoints",
-                    "must be positive",
-                )?;
+                check(*num_keypoints > 0, "backbone.num_keypoints", "must be positive")?;
                 check(*feature_dim > 0, "backbone.feature_dim", "must be positive")?;
                 check(
                     input >= 32,
@@ -99,12 +73,7 @@ impl EncoderConfig {
                     format!("the ResNet needs network inputs of at least 32 pixels, got {input}"),
                 )?;
             }
-            BackboneConfig::Vit {
-                embed_dim,
-                num_heads,
-                mlp_dim,
-                feature_dim,
-            } => {
+            BackboneConfig::Vit { embed_dim, num_heads, mlp_dim, feature_dim } => {
                 check(
                     *num_heads > 0 && embed_dim % num_heads == 0,
                     "backbone.num_heads",
@@ -112,7 +81,11 @@ impl EncoderConfig {
                 )?;
                 check(*mlp_dim > 0, "backbone.mlp_dim", "must be positive")?;
                 check(*feature_dim > 0, "backbone.feature_dim", "must be positive")?;
-                check(input >= 16, "augmentation", format!("the ViT's patch convolutions need inputs of at least 16 pixels, got {input}"))?;
+                check(
+                    input >= 16,
+                    "augmentation",
+                    format!("the ViT's patch convolutions need inputs of at least 16 pixels, got {input}"),
+                )?;
             }
         }
         Ok(())

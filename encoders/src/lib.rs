@@ -55,11 +55,7 @@ impl ImageEncoder {
         config.validate(image_size)?;
         let input_size = config.augmentation.network_input_size(image_size);
         let (backbone, feature_dim) = match &config.backbone {
-            BackboneConfig::Resnet18 {
-                width,
-                num_keypoints,
-                feature_dim,
-            } => {
+            BackboneConfig::Resnet18 { width, num_keypoints, feature_dim } => {
                 let trunk = resnet::ResNet18::new(&(vs / "trunk"), *width);
                 let trunk_hw = resnet::ResNet18::output_size(input_size);
                 let keypoints = spatial_softmax::SpatialSoftmax::new(
@@ -71,14 +67,8 @@ impl ImageEncoder {
                 );
                 (Backbone::Resnet(trunk, keypoints), *feature_dim)
             }
-            BackboneConfig::Vit {
-                embed_dim,
-                num_heads,
-                mlp_dim,
-                feature_dim,
-            } => {
-                let vit =
-                    vit::Vit::new(&(vs / "vit"), input_size, *embed_dim, *num_heads, *mlp_dim);
+            BackboneConfig::Vit { embed_dim, num_heads, mlp_dim, feature_dim } => {
+                let vit = vit::Vit::new(&(vs / "vit"), input_size, *embed_dim, *num_heads, *mlp_dim);
                 let embedding = vit::SpatialEmbedding::new(
                     &(vs / "spatial_embedding"),
                     vit.num_tokens(),
@@ -89,12 +79,7 @@ impl ImageEncoder {
                 (Backbone::Vit(vit, embedding), *feature_dim)
             }
         };
-        Ok(Self {
-            backbone,
-            augmentation: config.augmentation.clone(),
-            image_size,
-            feature_dim,
-        })
+        Ok(Self { backbone, augmentation: config.augmentation.clone(), image_size, feature_dim })
     }
 
     /// Length F of the feature vector this encoder returns.

@@ -7,12 +7,7 @@ use tch::{Kind, Tensor};
 
 /// images: [N, H, W, C] u8 → [N, C, H, W] f32 in [−0.5, 0.5].
 pub fn to_network_input(images: &Tensor) -> Tensor {
-    assert_eq!(
-        images.kind(),
-        Kind::Uint8,
-        "camera images must be u8, got {:?}",
-        images.kind()
-    );
+    assert_eq!(images.kind(), Kind::Uint8, "camera images must be u8, got {:?}", images.kind());
     images.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0 - 0.5
 }
 

@@ -15,12 +15,7 @@ fn group_norm(vs: &nn::Path, channels: i64) -> nn::GroupNorm {
 }
 
 fn conv(vs: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> nn::Conv2D {
-    let config = nn::ConvConfig {
-        stride,
-        padding: kernel / 2,
-        bias: false,
-        ..Default::default()
-    };
+    let config = nn::ConvConfig { stride, padding: kernel / 2, bias: false, ..Default::default() };
     nn::conv2d(vs, c_in, c_out, kernel, config)
 }
 
@@ -51,12 +46,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x
-            .apply(&self.conv1)
-            .apply(&self.norm1)
-            .relu()
-            .apply(&self.conv2)
-            .apply(&self.norm2);
+        let y = x.apply(&self.conv1).apply(&self.norm1).relu().apply(&self.conv2).apply(&self.norm2);
         let skip = match &self.downsample {
             Some((conv, norm)) => x.apply(conv).apply(norm),
             None => x.shallow_clone(),
@@ -111,11 +101,8 @@ impl ResNet18 {
 
     /// x: [N, 3, S, S] f32 → [N, 8w, s, s] with s = `output_size(S)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let mut y = x
-            .apply(&self.stem_conv)
-            .apply(&self.stem_norm)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y =
+            x.apply(&self.stem_conv).apply(&self.stem_norm).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for block in &self.blocks {
             y = block.forward(&y);
         }

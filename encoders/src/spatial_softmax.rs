@@ -20,24 +20,13 @@ pub struct SpatialSoftmax {
 impl SpatialSoftmax {
     /// `channels`: C of the input map, `size`: its side h = w, `num_keypoints`: K,
     /// `feature_dim`: F of the output.
-    pub fn new(
-        vs: &nn::Path,
-        channels: i64,
-        size: i64,
-        num_keypoints: i64,
-        feature_dim: i64,
-    ) -> Self {
+    pub fn new(vs: &nn::Path, channels: i64, size: i64, num_keypoints: i64, feature_dim: i64) -> Self {
         let lin = Tensor::linspace(-1.0, 1.0, size, (Kind::Float, vs.device()));
         let grid_x = lin.repeat([size]); // x varies fastest (columns)
         let grid_y = lin.repeat_interleave_self_int(size, 0, None);
         Self {
             conv: nn::conv2d(vs / "conv", channels, num_keypoints, 1, Default::default()),
-            proj: nn::linear(
-                vs / "proj",
-                2 * num_keypoints,
-                feature_dim,
-                Default::default(),
-            ),
+            proj: nn::linear(vs / "proj", 2 * num_keypoints, feature_dim, Default::default()),
             grid_x,
             grid_y,
             num_keypoints,
@@ -47,10 +36,7 @@ impl SpatialSoftmax {
     /// Keypoints only: x: [N, C, h, w] → [N, K, 2] expected (x, y) per keypoint.
     pub fn keypoints(&self, x: &Tensor) -> Tensor {
         let n = x.size()[0];
-        let attention = x
-            .apply(&self.conv)
-            .view([n, self.num_keypoints, -1])
-            .softmax(-1, Kind::Float);
+        let attention = x.apply(&self.conv).view([n, self.num_keypoints, -1]).softmax(-1, Kind::Float);
         let kx = (&attention * &self.grid_x).sum_dim_intlist(-1, false, Kind::Float);
         let ky = (&attention * &self.grid_y).sum_dim_intlist(-1, false, Kind::Float);
         Tensor::stack(&[kx, ky], -1)
@@ -79,9 +65,6 @@ mod tests {
         let map = Tensor::zeros([1, 1, 3, 3], (Kind::Float, tch::Device::Cpu));
         let _ = map.get(0).get(0).get(0).get(2).fill_(100.0);
         let kp: Vec<f32> = ss.keypoints(&map).flatten(0, -1).try_into().unwrap();
-        assert!(
-            (kp[0] - 1.0).abs() < 1e-4 && (kp[1] + 1.0).abs() < 1e-4,
-            "{kp:?}"
-        );
+        assert!((kp[0] - 1.0).abs() < 1e-4 && (kp[1] + 1.0).abs() < 1e-4, "{kp:?}");
     }
 }

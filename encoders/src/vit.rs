@@ -34,39 +34,18 @@ pub struct Vit {
 }
 
 impl Vit {
-    pub fn new(
-        vs: &nn::Path,
-        input_size: i64,
-        embed_dim: i64,
-        num_heads: i64,
-        mlp_dim: i64,
-    ) -> Self {
+    pub fn new(vs: &nn::Path, input_size: i64, embed_dim: i64, num_heads: i64, mlp_dim: i64) -> Self {
         let side = conv_out(conv_out(input_size, 8, 4), 3, 2);
         let num_tokens = side * side;
-        let stride = |s| nn::ConvConfig {
-            stride: s,
-            ..Default::default()
-        };
+        let stride = |s| nn::ConvConfig { stride: s, ..Default::default() };
         let ln = |name: &str| nn::layer_norm(vs / name, vec![embed_dim], Default::default());
         Self {
             patch_conv1: nn::conv2d(vs / "patch_conv1", 3, embed_dim, 8, stride(4)),
             patch_conv2: nn::conv2d(vs / "patch_conv2", embed_dim, embed_dim, 3, stride(2)),
-            position: vs.var(
-                "position",
-                &[1, num_tokens, embed_dim],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            ),
+            position: vs.var("position", &[1, num_tokens, embed_dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
             norm_attention: ln("norm_attention"),
             qkv: nn::linear(vs / "qkv", embed_dim, 3 * embed_dim, Default::default()),
-            attention_out: nn::linear(
-                vs / "attention_out",
-                embed_dim,
-                embed_dim,
-                Default::default(),
-            ),
+            attention_out: nn::linear(vs / "attention_out", embed_dim, embed_dim, Default::default()),
             norm_mlp: ln("norm_mlp"),
             mlp_in: nn::linear(vs / "mlp_in", embed_dim, mlp_dim, Default::default()),
             mlp_out: nn::linear(vs / "mlp_out", mlp_dim, embed_dim, Default::default()),
@@ -86,11 +65,7 @@ impl Vit {
         let patches = x.apply(&self.patch_conv1).relu().apply(&self.patch_conv2); // [N, E, s, s]
         let tokens = patches.flatten(2, 3).transpose(1, 2) + &self.position; // [N, T, E]
         let tokens = &tokens + self.attention(&tokens.apply(&self.norm_attention));
-        let mlp = tokens
-            .apply(&self.norm_mlp)
-            .apply(&self.mlp_in)
-            .gelu("none")
-            .apply(&self.mlp_out);
+        let mlp = tokens.apply(&self.norm_mlp).apply(&self.mlp_in).gelu("none").apply(&self.mlp_out);
         (tokens + mlp).apply(&self.norm_final)
     }
 
@@ -98,16 +73,11 @@ impl Vit {
     fn attention(&self, x: &Tensor) -> Tensor {
         let (n, t, e) = x.size3().unwrap();
         let head_dim = e / self.num_heads;
-        let qkv = x
-            .apply(&self.qkv)
-            .view([n, t, 3, self.num_heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
+        let qkv = x.apply(&self.qkv).view([n, t, 3, self.num_heads, head_dim]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // each [N, heads, T, head_dim]
         let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
         let out = scores.softmax(-1, Kind::Float).matmul(&v); // [N, heads, T, head_dim]
-        out.transpose(1, 2)
-            .reshape([n, t, e])
-            .apply(&self.attention_out)
+        out.transpose(1, 2).reshape([n, t, e]).apply(&self.attention_out)
     }
 }
 
@@ -120,28 +90,14 @@ pub struct SpatialEmbedding {
 
 impl SpatialEmbedding {
     /// `num_tokens`: T, `embed_dim`: E, `proprio_dim`: P, `feature_dim`: F.
-    pub fn new(
-        vs: &nn::Path,
-        num_tokens: i64,
-        embed_dim: i64,
-        proprio_dim: i64,
-        feature_dim: i64,
-    ) -> Self {
+    pub fn new(vs: &nn::Path, num_tokens: i64, embed_dim: i64, proprio_dim: i64, feature_dim: i64) -> Self {
         Self {
-            compress: nn::linear(
-                vs / "compress",
-                num_tokens + proprio_dim,
-                feature_dim,
-                Default::default(),
-            ),
+            compress: nn::linear(vs / "compress", num_tokens + proprio_dim, feature_dim, Default::default()),
             norm: nn::layer_norm(vs / "norm", vec![feature_dim], Default::default()),
             weight: vs.var(
                 "weight",
                 &[embed_dim, feature_dim],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 1.0 / (embed_dim as f64).sqrt(),
-                },
+                nn::Init::Randn { mean: 0.0, stdev: 1.0 / (embed_dim as f64).sqrt() },
             ),
         }
     }
@@ -150,13 +106,8 @@ impl SpatialEmbedding {
     pub fn forward(&self, tokens: &Tensor, proprio: &Tensor) -> Tensor {
         let (n, _, e) = tokens.size3().unwrap();
         let channel_tokens = tokens.transpose(1, 2); // [N, E, T]
-        let proprio = proprio
-            .unsqueeze(1)
-            .expand([n, e, proprio.size()[1]], false); // [N, E, P]
-        let x = Tensor::cat(&[channel_tokens, proprio], -1)
-            .apply(&self.compress)
-            .apply(&self.norm)
-            .relu(); // [N, E, F]
+        let proprio = proprio.unsqueeze(1).expand([n, e, proprio.size()[1]], false); // [N, E, P]
+        let x = Tensor::cat(&[channel_tokens, proprio], -1).apply(&self.compress).apply(&self.norm).relu(); // [N, E, F]
         (x * &self.weight).sum_dim_intlist(1, false, Kind::Float)
     }
 }

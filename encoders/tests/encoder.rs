@@ -14,11 +14,7 @@ fn rng_lock() -> MutexGuard<'static, ()> {
 
 fn resnet(width: i64, augmentation: Augmentation) -> EncoderConfig {
     EncoderConfig {
-        backbone: BackboneConfig::Resnet18 {
-            width,
-            num_keypoints: 32,
-            feature_dim: 64,
-        },
+        backbone: BackboneConfig::Resnet18 { width, num_keypoints: 32, feature_dim: 64 },
         augmentation,
         share_across_cameras: true,
     }
@@ -26,12 +22,7 @@ fn resnet(width: i64, augmentation: Augmentation) -> EncoderConfig {
 
 fn vit(augmentation: Augmentation) -> EncoderConfig {
     EncoderConfig {
-        backbone: BackboneConfig::Vit {
-            embed_dim: 128,
-            num_heads: 4,
-            mlp_dim: 512,
-            feature_dim: 128,
-        },
+        backbone: BackboneConfig::Vit { embed_dim: 128, num_heads: 4, mlp_dim: 512, feature_dim: 128 },
         augmentation,
         share_across_cameras: true,
     }
@@ -55,12 +46,7 @@ fn output_shapes_at_84_and_96_pixels() {
     let proprio = Tensor::zeros([2, 9], (Kind::Float, Device::Cpu));
     for size in [84, 96] {
         for config in [
-            resnet(
-                16,
-                Augmentation::RandomCrop {
-                    crop_size: size - 8,
-                },
-            ),
+            resnet(16, Augmentation::RandomCrop { crop_size: size - 8 }),
             resnet(64, Augmentation::RandomShift { pad: 4 }),
             vit(Augmentation::RandomShift { pad: 4 }),
         ] {
@@ -108,10 +94,9 @@ fn same_seed_same_weights_and_same_augmented_output() {
 #[test]
 fn evaluation_has_no_augmentation() {
     let _rng = rng_lock();
-    for config in [
-        resnet(16, Augmentation::RandomCrop { crop_size: 76 }),
-        resnet(16, Augmentation::RandomShift { pad: 4 }),
-    ] {
+    for config in
+        [resnet(16, Augmentation::RandomCrop { crop_size: 76 }), resnet(16, Augmentation::RandomShift { pad: 4 })]
+    {
         let (_vs, encoder) = build(&config, 84, 0);
         let proprio = Tensor::zeros([2, 9], (Kind::Float, Device::Cpu));
         let x = images(2, 84, 2);
@@ -119,10 +104,7 @@ fn evaluation_has_no_augmentation() {
         let a = encoder.forward_t(&x, &proprio, false);
         tch::manual_seed(2);
         let b = encoder.forward_t(&x, &proprio, false);
-        assert!(
-            a.equal(&b),
-            "eval output must not depend on the RNG: {config:?}"
-        );
+        assert!(a.equal(&b), "eval output must not depend on the RNG: {config:?}");
     }
 }
 
@@ -148,10 +130,7 @@ fn variable_names_are_stable() {
         "encoder.keypoints.proj.weight",
         "encoder.keypoints.proj.bias",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "missing {expected}: {names:#?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "missing {expected}: {names:#?}");
     }
     let (vs, _encoder) = build(&vit(Augmentation::None), 96, 0);
     let mut names: Vec<String> = vs.variables().into_keys().collect();
@@ -196,12 +175,7 @@ fn config_errors_name_the_field() {
     let bad = resnet(24, Augmentation::None);
     assert_eq!(bad.validate(84).unwrap_err().field, "backbone.width");
     let bad = EncoderConfig {
-        backbone: BackboneConfig::Vit {
-            embed_dim: 128,
-            num_heads: 3,
-            mlp_dim: 512,
-            feature_dim: 128,
-        },
+        backbone: BackboneConfig::Vit { embed_dim: 128, num_heads: 3, mlp_dim: 512, feature_dim: 128 },
         augmentation: Augmentation::None,
         share_across_cameras: true,
     };

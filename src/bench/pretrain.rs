@@ -40,26 +40,12 @@ pub struct BenchOptions {
 pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
     let config = &options.config;
     std::fs::create_dir_all(&options.scratch_dir).map_err(io_at(&options.scratch_dir))?;
-    let data_path = options
-        .scratch_dir
-        .join(format!("bench_synthetic_{}.hdf5", options.image_size));
+    let data_path = options.scratch_dir.join(format!("bench_synthetic_{}.hdf5", options.image_size));
     if !data_path.exists() {
-        write_synthetic(
-            &data_path,
-            SyntheticSpec {
-                demos: 20,
-                image_size: options.image_size,
-                seed: 0,
-            },
-        )?;
+        write_synthetic(&data_path, SyntheticSpec { demos: 20, image_size: options.image_size, seed: 0 })?;
     }
-    let data = RobomimicFile::open(&data_path)?.load(
-        &config.dataset.obs,
-        &DemoSelection {
-            mask: None,
-            first_n: None,
-        },
-    )?;
+    let data =
+        RobomimicFile::open(&data_path)?.load(&config.dataset.obs, &DemoSelection { mask: None, first_n: None })?;
     let stats = DatasetStats::of(&data);
     let window_spec = WindowSpec {
         obs_horizon: config.policy.obs_horizon as usize,
@@ -67,11 +53,7 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
     };
     let windows = window_spec.all_windows(data.episodes.iter().map(|e| e.len));
     let mut rng = SplitMix64::new(1);
-    let mut sample = |n: usize| {
-        (0..n)
-            .map(|_| windows[rng.below(windows.len())])
-            .collect::<Vec<_>>()
-    };
+    let mut sample = |n: usize| (0..n).map(|_| windows[rng.below(windows.len())]).collect::<Vec<_>>();
 
     // Data path alone: gather + normalise + tensors on the device.
     let b = options.batch_size;
@@ -97,19 +79,10 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
     let policy = FlowPolicy::new(&vs.root(), spec)?;
     let mut ema_vs = nn::VarStore::new(options.device);
     let _ema_policy = FlowPolicy::new(&ema_vs.root(), policy.spec().clone())?;
-    let mut ema =
-        Ema::new(&vs, &mut ema_vs, config.train.ema_decay).map_err(|source| Error::Tch {
-            path: data_path.clone(),
-            source,
-        })?;
+    let mut ema = Ema::new(&vs, &mut ema_vs, config.train.ema_decay)
+        .map_err(|source| Error::Tch { path: data_path.clone(), source })?;
     let [beta1, beta2] = config.train.betas;
-    let mut optimizer = AdamW::new(
-        &vs,
-        beta1,
-        beta2,
-        config.train.eps,
-        config.train.weight_decay,
-    );
+    let mut optimizer = AdamW::new(&vs, beta1, beta2, config.train.eps, config.train.weight_decay);
     let buffers = gather(&data, &window_spec, &stats, &sample(b));
     let (obs, actions) = to_device(&buffers, &data, &window_spec, options.device);
     let mut step = || {
@@ -128,11 +101,7 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
         step();
     }
     let seconds = started.elapsed().as_secs_f64();
-    let parameters: i64 = vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum();
+    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let mut report = json!({
         "bench": "pretrain",
         "machine": super::cpu_description(),
@@ -151,77 +120,34 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
             "loading_samples_per_s": loading_samples_per_s,
         },
     });
-    report["loading_over_training"] = json!(
-        loading_samples_per_s
-            / report["rust_tch"]["train_samples_per_s"]
-                .as_f64()
-                .unwrap_or(1.0)
-    );
+    report["loading_over_training"] =
+        json!(loading_samples_per_s / report["rust_tch"]["train_samples_per_s"].as_f64().unwrap_or(1.0));
     if let Some(python) = &options.torch_python {
-        report["pytorch_eager"] =
-            run_torch_baseline(python, options, data.proprio_dim(), data.action_dim)?;
-        let torch_ms = report["pytorch_eager"]["train_step_ms"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
+        report["pytorch_eager"] = run_torch_baseline(python, options, data.proprio_dim(), data.action_dim)?;
+        let torch_ms = report["pytorch_eager"]["train_step_ms"].as_f64().unwrap_or(f64::NAN);
         report["tch_time_over_torch_time"] = json!(1e3 * seconds / options.steps as f64 / torch_ms);
     }
     Ok(report)
 }
 
-fn run_torch_baseline(
-    python: &Path,
-    options: &BenchOptions,
-    proprio_dim: usize,
-    action_dim: usize,
-) -> Result<Value> {
+fn run_torch_baseline(python: &Path, options: &BenchOptions, proprio_dim: usize, action_dim: usize) -> Result<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pretrain_torch.py");
     let config_json = serde_json::to_string(&options.config).expect("config serialises");
     let output = Command::new(python)
         .arg(&script)
         .args(["--config-json", &config_json])
         .args(["--image-size", &options.image_size.to_string()])
-        .args([
-            "--proprio-dim",
-            &proprio_dim.to_string(),
-            "--action-dim",
-            &action_dim.to_string(),
-        ])
+        .args(["--proprio-dim", &proprio_dim.to_string(), "--action-dim", &action_dim.to_string()])
         .args(["--batch-size", &options.batch_size.to_string()])
-        .args([
-            "--warmup-steps",
-            &options.warmup_steps.to_string(),
-            "--steps",
-            &options.steps.to_string(),
-        ])
+        .args(["--warmup-steps", &options.warmup_steps.to_string(), "--steps", &options.steps.to_string()])
         .args(["--threads", &options.threads.to_string()])
-        .args([
-            "--device",
-            if options.device.is_cuda() {
-                "cuda"
-            } else {
-                "cpu"
-            },
-        ])
+        .args(["--device", if options.device.is_cuda() { "cuda" } else { "cpu" }])
         .output()
-        .map_err(|e| Error::Io {
-            path: python.into(),
-            source: e,
-        })?;
+        .map_err(|e| Error::Io { path: python.into(), source: e })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(Error::Device(format!(
-            "{} failed: {}",
-            script.display(),
-            tail.join("\n")
-        )));
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(Error::Device(format!("{} failed: {}", script.display(), tail.join("\n"))));
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| Error::Device(format!("{}: output is not JSON: {e}", script.display())))

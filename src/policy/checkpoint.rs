@@ -31,26 +31,17 @@ impl Weights {
 }
 
 fn checkpoint_error(path: &Path, message: impl Into<String>) -> PolicyError {
-    PolicyError::Checkpoint {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+    PolicyError::Checkpoint { path: path.to_path_buf(), message: message.into() }
 }
 
 pub fn read_spec(dir: &Path) -> Result<PolicySpec, PolicyError> {
     let path = dir.join(SPEC_FILE);
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| checkpoint_error(&path, e.to_string()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| checkpoint_error(&path, format!("invalid policy spec: {e}")))
+    let text = std::fs::read_to_string(&path).map_err(|e| checkpoint_error(&path, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| checkpoint_error(&path, format!("invalid policy spec: {e}")))
 }
 
 /// Loads `weights` of the checkpoint in `dir` into a new VarStore on `device`.
-pub fn load(
-    dir: &Path,
-    weights: Weights,
-    device: Device,
-) -> Result<(nn::VarStore, FlowPolicy), PolicyError> {
+pub fn load(dir: &Path, weights: Weights, device: Device) -> Result<(nn::VarStore, FlowPolicy), PolicyError> {
     let spec = read_spec(dir)?;
     let mut vs = nn::VarStore::new(device);
     let policy = FlowPolicy::new(&vs.root(), spec)?;
@@ -65,11 +56,9 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyErro
     if !path.exists() {
         return Err(checkpoint_error(path, "no such file"));
     }
-    vs.load(path)
-        .map_err(|e| checkpoint_error(path, e.to_string()))
+    vs.load(path).map_err(|e| checkpoint_error(path, e.to_string()))
 }
 
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
-    vs.save(path)
-        .map_err(|e| checkpoint_error(path, e.to_string()))
+    vs.save(path).map_err(|e| checkpoint_error(path, e.to_string()))
 }

@@ -22,11 +22,7 @@ pub fn target_velocity(x_noise: &Tensor, x_data: &Tensor) -> Tensor {
 
 /// The whole Euler chain x_0..x_K from `x_0` [B, D] → [K + 1, B, D].
 /// `velocity(x_k, t_k)` gets x_k [B, D] and the scalar t_k = k/K and returns [B, D].
-pub fn euler_chain(
-    x_0: &Tensor,
-    num_steps: i64,
-    mut velocity: impl FnMut(&Tensor, f64) -> Tensor,
-) -> Tensor {
+pub fn euler_chain(x_0: &Tensor, num_steps: i64, mut velocity: impl FnMut(&Tensor, f64) -> Tensor) -> Tensor {
     let dt = 1.0 / num_steps as f64;
     let mut chain = Vec::with_capacity(num_steps as usize + 1);
     chain.push(x_0.shallow_clone());
@@ -66,32 +62,21 @@ mod tests {
             let t = k as f64 / 8.0;
             let x_k = chain.get(k);
             let a_dagger = expected_posterior(&x_k, &Tensor::from(t), &exact(&x_k, t));
-            assert!(
-                a_dagger.allclose(&endpoint, 1e-10, 1e-10, false),
-                "step {k}"
-            );
+            assert!(a_dagger.allclose(&endpoint, 1e-10, 1e-10, false), "step {k}");
         }
     }
 
     #[test]
     fn path_endpoints_and_velocity() {
         let opts = (Kind::Double, Device::Cpu);
-        let x_noise = Tensor::from_slice(&[1.0, -1.0])
-            .view([1, 2])
-            .to_kind(opts.0);
+        let x_noise = Tensor::from_slice(&[1.0, -1.0]).view([1, 2]).to_kind(opts.0);
         let x_data = Tensor::from_slice(&[3.0, 5.0]).view([1, 2]).to_kind(opts.0);
         let t = |v: f64| Tensor::from_slice(&[v]).view([1, 1]);
         assert!(interpolate(&x_noise, &x_data, &t(0.0)).equal(&x_noise));
         assert!(interpolate(&x_noise, &x_data, &t(1.0)).equal(&x_data));
-        let mid: Vec<f64> = interpolate(&x_noise, &x_data, &t(0.25))
-            .view([-1])
-            .try_into()
-            .unwrap();
+        let mid: Vec<f64> = interpolate(&x_noise, &x_data, &t(0.25)).view([-1]).try_into().unwrap();
         assert_eq!(mid, [1.5, 0.5]);
-        let u: Vec<f64> = target_velocity(&x_noise, &x_data)
-            .view([-1])
-            .try_into()
-            .unwrap();
+        let u: Vec<f64> = target_velocity(&x_noise, &x_data).view([-1]).try_into().unwrap();
         assert_eq!(u, [2.0, 6.0]);
     }
 }

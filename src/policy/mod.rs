@@ -69,15 +69,9 @@ pub enum PolicyError {
     #[error(transparent)]
     Encoder(#[from] rldt_encoders::EncoderConfigError),
     #[error("policy config field `{field}`: {message}")]
-    Config {
-        field: &'static str,
-        message: String,
-    },
+    Config { field: &'static str, message: String },
     #[error("checkpoint {path}: {message}")]
-    Checkpoint {
-        path: std::path::PathBuf,
-        message: String,
-    },
+    Checkpoint { path: std::path::PathBuf, message: String },
 }
 
 impl PolicyConfig {
@@ -85,44 +79,26 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), PolicyError> {
         let fail = |field, message: String| Err(PolicyError::Config { field, message });
         if self.obs_horizon < 1 {
-            return fail(
-                "obs_horizon",
-                format!("must be ≥ 1, got {}", self.obs_horizon),
-            );
+            return fail("obs_horizon", format!("must be ≥ 1, got {}", self.obs_horizon));
         }
         if self.pred_horizon < 1 {
-            return fail(
-                "pred_horizon",
-                format!("must be ≥ 1, got {}", self.pred_horizon),
-            );
+            return fail("pred_horizon", format!("must be ≥ 1, got {}", self.pred_horizon));
         }
         if self.exec_horizon < 1 || self.exec_horizon > self.pred_horizon {
             return fail(
                 "exec_horizon",
-                format!(
-                    "must be in 1..=pred_horizon ({}), got {}",
-                    self.pred_horizon, self.exec_horizon
-                ),
+                format!("must be in 1..=pred_horizon ({}), got {}", self.pred_horizon, self.exec_horizon),
             );
         }
         if self.num_denoising_steps < 1 {
-            return fail(
-                "num_denoising_steps",
-                format!("must be ≥ 1, got {}", self.num_denoising_steps),
-            );
+            return fail("num_denoising_steps", format!("must be ≥ 1, got {}", self.num_denoising_steps));
         }
         let head = &self.velocity_head;
         if head.time_embed_dim < 2 || head.time_embed_dim % 2 != 0 {
-            return fail(
-                "velocity_head.time_embed_dim",
-                format!("must be even and ≥ 2, got {}", head.time_embed_dim),
-            );
+            return fail("velocity_head.time_embed_dim", format!("must be even and ≥ 2, got {}", head.time_embed_dim));
         }
         if head.hidden_dim < 1 || head.num_residual_blocks < 0 {
-            return fail(
-                "velocity_head.hidden_dim",
-                "hidden_dim ≥ 1 and num_residual_blocks ≥ 0 required".into(),
-            );
+            return fail("velocity_head.hidden_dim", "hidden_dim ≥ 1 and num_residual_blocks ≥ 0 required".into());
         }
         Ok(())
     }
@@ -146,43 +122,24 @@ impl FlowPolicy {
         spec.config.validate()?;
         let cameras = &spec.obs.image_keys;
         let encoder_config = &spec.config.encoder;
-        let names: Vec<String> = if encoder_config.share_across_cameras {
-            vec!["shared".into()]
-        } else {
-            cameras.clone()
-        };
+        let names: Vec<String> =
+            if encoder_config.share_across_cameras { vec!["shared".into()] } else { cameras.clone() };
         let encoders = names
             .iter()
             .map(|name| {
-                ImageEncoder::new(
-                    &(vs / "encoder" / name.as_str()),
-                    encoder_config,
-                    spec.image_size,
-                    spec.proprio_dim,
-                )
+                ImageEncoder::new(&(vs / "encoder" / name.as_str()), encoder_config, spec.image_size, spec.proprio_dim)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let feature_dim = encoders.first().map_or(0, |e| e.feature_dim());
         let to = spec.config.obs_horizon;
         let cond_dim = to * (cameras.len() as i64 * feature_dim + spec.proprio_dim);
         let action_numbers = spec.config.pred_horizon * spec.action_dim;
-        let head = velocity_head::VelocityHead::new(
-            &(vs / "velocity"),
-            &spec.config.velocity_head,
-            action_numbers,
-            cond_dim,
-        );
+        let head =
+            velocity_head::VelocityHead::new(&(vs / "velocity"), &spec.config.velocity_head, action_numbers, cond_dim);
         let device = vs.device();
         let action_min = Tensor::from_slice(&spec.stats.actions.min).to_device(device);
         let action_max = Tensor::from_slice(&spec.stats.actions.max).to_device(device);
-        Ok(Self {
-            spec,
-            encoders,
-            head,
-            action_min,
-            action_max,
-            device,
-        })
+        Ok(Self { spec, encoders, head, action_min, action_max, device })
     }
 
     pub fn spec(&self) -> &PolicySpec {
@@ -209,11 +166,8 @@ impl FlowPolicy {
             let encoder = &self.encoders[camera.min(self.encoders.len() - 1)];
             let (s, c) = (self.spec.image_size, 3);
             let frames = images.reshape([b * to, s, s, c]); // [B·To, H, W, 3]
-            parts.push(
-                encoder
-                    .forward_t(&frames, &proprio_frames, train)
-                    .reshape([b, -1]),
-            ); // [B, To·F]
+            parts.push(encoder.forward_t(&frames, &proprio_frames, train).reshape([b, -1]));
+            // [B, To·F]
         }
         parts.push(obs.proprio.reshape([b, -1])); // [B, To·P]
         Tensor::cat(&parts, -1)
@@ -234,9 +188,7 @@ impl FlowPolicy {
         let t = Tensor::rand([b, 1], (Kind::Float, self.device));
         let x_t = flow::interpolate(&x_noise, &x_data, &t);
         let v_pred = self.velocity(&x_t, &t, &cond);
-        (v_pred - flow::target_velocity(&x_noise, &x_data))
-            .square()
-            .mean(Kind::Float)
+        (v_pred - flow::target_velocity(&x_noise, &x_data)).square().mean(Kind::Float)
     }
 
     /// x_0 for B chains: N(0, I), or zeros for a deterministic sample → [B, D].
@@ -268,11 +220,7 @@ impl FlowPolicy {
     /// [B, D], denormalised and clipped to [−1, 1] → [B, Ta, A].
     pub fn env_actions(&self, chunk: &Tensor) -> Tensor {
         let (b, a) = (chunk.size()[0], self.spec.action_dim);
-        let steps = chunk.reshape([b, self.spec.config.pred_horizon, a]).narrow(
-            1,
-            0,
-            self.spec.config.exec_horizon,
-        );
+        let steps = chunk.reshape([b, self.spec.config.pred_horizon, a]).narrow(1, 0, self.spec.config.exec_horizon);
         // Inverse of rldt_datasets::MinMax: constant dimensions (range < 1e-6) were shifted only.
         let range = &self.action_max - &self.action_min;
         let constant = range.lt(1e-6);

@@ -43,12 +43,7 @@ pub struct VelocityHead {
 
 impl VelocityHead {
     /// `action_numbers`: D = Tp·A, `cond_dim`: width of the conditioning vector.
-    pub fn new(
-        vs: &nn::Path,
-        config: &VelocityHeadConfig,
-        action_numbers: i64,
-        cond_dim: i64,
-    ) -> Self {
+    pub fn new(vs: &nn::Path, config: &VelocityHeadConfig, action_numbers: i64, cond_dim: i64) -> Self {
         let (d, h) = (config.time_embed_dim, config.hidden_dim);
         let linear = |path: nn::Path, i, o| nn::linear(path, i, o, Default::default());
         let blocks = (0..config.num_residual_blocks)
@@ -69,12 +64,8 @@ impl VelocityHead {
 
     /// x_t: [B, D], t: [B, 1], cond: [B, C] → v: [B, D].
     pub fn forward(&self, x_t: &Tensor, t: &Tensor, cond: &Tensor) -> Tensor {
-        let time = sinusoidal_embedding(t, self.time_embed_dim)
-            .apply(&self.time_in)
-            .mish()
-            .apply(&self.time_out);
-        let mut y =
-            Tensor::cat(&[x_t.shallow_clone(), time, cond.shallow_clone()], -1).apply(&self.input);
+        let time = sinusoidal_embedding(t, self.time_embed_dim).apply(&self.time_in).mish().apply(&self.time_out);
+        let mut y = Tensor::cat(&[x_t.shallow_clone(), time, cond.shallow_clone()], -1).apply(&self.input);
         for (first, second) in &self.blocks {
             y = &y + y.mish().apply(first).mish().apply(second);
         }

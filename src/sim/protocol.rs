@@ -54,43 +54,25 @@ pub struct ChunkOutcome {
 }
 
 /// Decodes an observation object; `expected_image_bytes` = H·W·3.
-pub fn decode_observation(
-    value: &Value,
-    expected_image_bytes: usize,
-) -> Result<Observation, String> {
+pub fn decode_observation(value: &Value, expected_image_bytes: usize) -> Result<Observation, String> {
     let mut obs = Observation::default();
-    let images = value
-        .get("images")
-        .and_then(Value::as_object)
-        .ok_or("observation lacks `images`")?;
+    let images = value.get("images").and_then(Value::as_object).ok_or("observation lacks `images`")?;
     for (key, text) in images {
-        let text = text
-            .as_str()
-            .ok_or_else(|| format!("image `{key}` is not a string"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| format!("image `{key}`: {e}"))?;
+        let text = text.as_str().ok_or_else(|| format!("image `{key}` is not a string"))?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("image `{key}`: {e}"))?;
         if bytes.len() != expected_image_bytes {
-            return Err(format!(
-                "image `{key}` has {} bytes, expected {expected_image_bytes}",
-                bytes.len()
-            ));
+            return Err(format!("image `{key}` has {} bytes, expected {expected_image_bytes}", bytes.len()));
         }
         obs.images.insert(key.clone(), bytes);
     }
-    let lowdim = value
-        .get("lowdim")
-        .and_then(Value::as_object)
-        .ok_or("observation lacks `lowdim`")?;
+    let lowdim = value.get("lowdim").and_then(Value::as_object).ok_or("observation lacks `lowdim`")?;
     for (key, values) in lowdim {
         let values = values
             .as_array()
             .ok_or_else(|| format!("low-dim `{key}` is not an array"))?
             .iter()
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| format!("low-dim `{key}` holds a non-number"))
-            })
+            .map(|v| v.as_f64().ok_or_else(|| format!("low-dim `{key}` holds a non-number")))
             .collect::<Result<Vec<_>, _>>()?;
         obs.lowdim.insert(key.clone(), values);
     }
@@ -108,10 +90,7 @@ fn f64_rows(value: Option<&Value>, what: &str) -> Result<Vec<Vec<f64>>, String> 
             row.as_array()
                 .ok_or_else(|| format!("`{what}` row is not an array"))?
                 .iter()
-                .map(|v| {
-                    v.as_f64()
-                        .ok_or_else(|| format!("`{what}` holds a non-number"))
-                })
+                .map(|v| v.as_f64().ok_or_else(|| format!("`{what}` holds a non-number")))
                 .collect()
         })
         .collect()
@@ -119,15 +98,9 @@ fn f64_rows(value: Option<&Value>, what: &str) -> Result<Vec<Vec<f64>>, String> 
 
 /// Decodes the reply to `step` / `expert`.
 pub fn decode_chunk(reply: &Value, expected_image_bytes: usize) -> Result<ChunkOutcome, String> {
-    let obs = decode_observation(
-        reply.get("obs").ok_or("reply lacks `obs`")?,
-        expected_image_bytes,
-    )?;
+    let obs = decode_observation(reply.get("obs").ok_or("reply lacks `obs`")?, expected_image_bytes)?;
     let frames = match reply.get("frames").and_then(Value::as_array) {
-        Some(frames) => frames
-            .iter()
-            .map(|f| decode_observation(f, expected_image_bytes))
-            .collect::<Result<_, _>>()?,
+        Some(frames) => frames.iter().map(|f| decode_observation(f, expected_image_bytes)).collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
     let numbers = |key: &str| -> Result<Vec<f64>, String> {
@@ -136,10 +109,7 @@ pub fn decode_chunk(reply: &Value, expected_image_bytes: usize) -> Result<ChunkO
             .and_then(Value::as_array)
             .ok_or_else(|| format!("reply lacks `{key}`"))?
             .iter()
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| format!("`{key}` holds a non-number"))
-            })
+            .map(|v| v.as_f64().ok_or_else(|| format!("`{key}` holds a non-number")))
             .collect()
     };
     let successes = reply
@@ -156,17 +126,8 @@ pub fn decode_chunk(reply: &Value, expected_image_bytes: usize) -> Result<ChunkO
         rewards: numbers("rewards")?,
         successes,
         states: f64_rows(reply.get("states"), "states")?,
-        done: reply
-            .get("done")
-            .and_then(Value::as_bool)
-            .ok_or("reply lacks `done`")?,
-        truncated: reply
-            .get("truncated")
-            .and_then(Value::as_bool)
-            .ok_or("reply lacks `truncated`")?,
-        t: reply
-            .get("t")
-            .and_then(Value::as_u64)
-            .ok_or("reply lacks `t`")? as usize,
+        done: reply.get("done").and_then(Value::as_bool).ok_or("reply lacks `done`")?,
+        truncated: reply.get("truncated").and_then(Value::as_bool).ok_or("reply lacks `truncated`")?,
+        t: reply.get("t").and_then(Value::as_u64).ok_or("reply lacks `t`")? as usize,
     })
 }

@@ -83,11 +83,7 @@ impl SimConfig {
     /// The `env_args` JSON that robomimic's `EnvUtils.create_env_from_metadata` rebuilds the
     /// environment from (stored in `data.attrs["env_args"]` of collected demos).
     pub fn env_args(&self) -> Value {
-        let robots = if self.task == Task::Transport {
-            json!(["Panda", "Panda"])
-        } else {
-            json!(["Panda"])
-        };
+        let robots = if self.task == Task::Transport { json!(["Panda", "Panda"]) } else { json!(["Panda"]) };
         let mut kwargs = json!({
             "has_renderer": false,
             "has_offscreen_renderer": !self.cameras.is_empty(),
@@ -133,19 +129,10 @@ impl PythonPaths {
         let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let project = std::env::var_os("RLDT_PROJECT_DIR")
             .map(PathBuf::from)
-            .or_else(|| {
-                built_from
-                    .join("scripts/sim_server.py")
-                    .exists()
-                    .then_some(built_from)
-            })
+            .or_else(|| built_from.join("scripts/sim_server.py").exists().then_some(built_from))
             .unwrap_or_else(|| PathBuf::from("."));
-        let python = std::env::var_os("RLDT_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| project.join(".venv/bin/python"));
-        Self {
-            python,
-            server: project.join("scripts/sim_server.py"),
-        }
+        let python =
+            std::env::var_os("RLDT_PYTHON").map(PathBuf::from).unwrap_or_else(|| project.join(".venv/bin/python"));
+        Self { python, server: project.join("scripts/sim_server.py") }
     }
 }

@@ -35,17 +35,9 @@ impl VecEnv {
                     scope.spawn(move || SubprocessEnv::spawn(i, config, paths))
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("spawn thread"))
-                .collect::<Result<Vec<_>, _>>()
+            handles.into_iter().map(|h| h.join().expect("spawn thread")).collect::<Result<Vec<_>, _>>()
         })?;
-        Ok(Self {
-            envs,
-            config: config.clone(),
-            paths,
-            failures: Vec::new(),
-        })
+        Ok(Self { envs, config: config.clone(), paths, failures: Vec::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -85,10 +77,7 @@ impl VecEnv {
                 .zip(jobs)
                 .map(|(env, j)| j.as_ref().map(|j| scope.spawn(|| job(env, j))))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.map(|h| h.join().expect("worker thread")))
-                .collect()
+            handles.into_iter().map(|h| h.map(|h| h.join().expect("worker thread"))).collect()
         })
     }
 
@@ -127,9 +116,7 @@ impl VecEnv {
         render: Render,
         record_states: bool,
     ) -> Result<Vec<Option<StepResult>>, SimError> {
-        let results = self.parallel(jobs, |env, &(n, noise, seed)| {
-            env.expert(n, render, record_states, noise, seed)
-        });
+        let results = self.parallel(jobs, |env, &(n, noise, seed)| env.expert(n, render, record_states, noise, seed));
         self.settle(results)
     }
 
@@ -137,11 +124,8 @@ impl VecEnv {
     /// "hang" (answered by a timeout) or "exit". The worker is restarted like after any failure.
     pub fn inject_fault(&mut self, i: usize, kind: &str) -> Result<StepResult, SimError> {
         let timeout = self.config.step_timeout_s;
-        let result = self.envs[i]
-            .inject_fault(kind, timeout)
-            .map(|()| ChunkOutcome::default());
-        let mut results: Vec<Option<Result<ChunkOutcome, SimError>>> =
-            (0..self.envs.len()).map(|_| None).collect();
+        let result = self.envs[i].inject_fault(kind, timeout).map(|()| ChunkOutcome::default());
+        let mut results: Vec<Option<Result<ChunkOutcome, SimError>>> = (0..self.envs.len()).map(|_| None).collect();
         results[i] = Some(result);
         Ok(self.settle(results)?.swap_remove(i).expect("selected"))
     }

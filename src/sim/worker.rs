@@ -59,10 +59,14 @@ fn tail_block(tail: &str) -> String {
 impl std::fmt::Display for SimErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SimErrorKind::MissingPython(path) => write!(f, "no Python environment at {path}: run scripts/setup (it creates .venv with robosuite)"),
+            SimErrorKind::MissingPython(path) => {
+                write!(f, "no Python environment at {path}: run scripts/setup (it creates .venv with robosuite)")
+            }
             SimErrorKind::Spawn(e) => write!(f, "could not start: {e}"),
             SimErrorKind::Died(status) => write!(f, "the process died ({status})"),
-            SimErrorKind::Timeout { seconds, request } => write!(f, "no answer to `{request}` within {seconds} s (hung; killed)"),
+            SimErrorKind::Timeout { seconds, request } => {
+                write!(f, "no answer to `{request}` within {seconds} s (hung; killed)")
+            }
             SimErrorKind::Raised(message) => write!(f, "raised {message}"),
             SimErrorKind::Unstable(message) => write!(f, "unstable simulation: {message}"),
             SimErrorKind::Protocol(message) => write!(f, "protocol error: {message}"),
@@ -92,16 +96,9 @@ pub struct SubprocessEnv {
 impl SubprocessEnv {
     /// Starts worker `worker` and builds the env of `config` in it.
     pub fn spawn(worker: usize, config: &SimConfig, paths: &PythonPaths) -> Result<Self, SimError> {
-        let error = |kind| SimError {
-            worker,
-            task: config.task.name().into(),
-            kind,
-            stderr_tail: String::new(),
-        };
+        let error = |kind| SimError { worker, task: config.task.name().into(), kind, stderr_tail: String::new() };
         if !paths.python.exists() {
-            return Err(error(SimErrorKind::MissingPython(
-                paths.python.display().to_string(),
-            )));
+            return Err(error(SimErrorKind::MissingPython(paths.python.display().to_string())));
         }
         let mut child = Command::new(&paths.python)
             .arg("-u")
@@ -113,12 +110,7 @@ impl SubprocessEnv {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                error(SimErrorKind::Spawn(format!(
-                    "{}: {e}",
-                    paths.python.display()
-                )))
-            })?;
+            .map_err(|e| error(SimErrorKind::Spawn(format!("{}: {e}", paths.python.display()))))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -147,20 +139,8 @@ impl SubprocessEnv {
                 }
             })
             .map_err(|e| error(SimErrorKind::Spawn(e.to_string())))?;
-        let placeholder = WorkerInfo {
-            action_dim: 0,
-            state_dim: 0,
-            lowdim_dims: Vec::new(),
-        };
-        let mut env = Self {
-            worker,
-            config: config.clone(),
-            child,
-            stdin,
-            lines,
-            stderr_tail,
-            info: placeholder,
-        };
+        let placeholder = WorkerInfo { action_dim: 0, state_dim: 0, lowdim_dims: Vec::new() };
+        let mut env = Self { worker, config: config.clone(), child, stdin, lines, stderr_tail, info: placeholder };
         let reply = env.request(
             json!({
                 "cmd": "init", "env_args": config.env_args(), "cameras": config.cameras, "image_size": config.image_size,
@@ -175,29 +155,17 @@ impl SubprocessEnv {
     fn parse_info(&self, reply: &Value) -> Result<WorkerInfo, SimError> {
         let protocol = reply.get("protocol").and_then(Value::as_u64);
         if protocol != Some(1) {
-            return Err(self.error(SimErrorKind::Protocol(format!(
-                "expected protocol 1, worker speaks {protocol:?}"
-            ))));
+            return Err(self.error(SimErrorKind::Protocol(format!("expected protocol 1, worker speaks {protocol:?}"))));
         }
         let number = |key: &str| reply.get(key).and_then(Value::as_u64).map(|n| n as usize);
         let lowdim_dims = reply
             .get("lowdim_dims")
             .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n as usize)))
-                    .collect()
-            })
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n as usize))).collect())
             .unwrap_or_default();
         match (number("action_dim"), number("state_dim")) {
-            (Some(action_dim), Some(state_dim)) => Ok(WorkerInfo {
-                action_dim,
-                state_dim,
-                lowdim_dims,
-            }),
-            _ => Err(self.error(SimErrorKind::Protocol(
-                "init reply lacks action_dim / state_dim".into(),
-            ))),
+            (Some(action_dim), Some(state_dim)) => Ok(WorkerInfo { action_dim, state_dim, lowdim_dims }),
+            _ => Err(self.error(SimErrorKind::Protocol("init reply lacks action_dim / state_dim".into()))),
         }
     }
 
@@ -221,22 +189,11 @@ impl SubprocessEnv {
     fn stderr_tail(&self) -> String {
         // Give the stderr thread a moment to collect a dying process's last words.
         std::thread::sleep(Duration::from_millis(50));
-        self.stderr_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     fn error(&self, kind: SimErrorKind) -> SimError {
-        SimError {
-            worker: self.worker,
-            task: self.config.task.name().into(),
-            kind,
-            stderr_tail: self.stderr_tail(),
-        }
+        SimError { worker: self.worker, task: self.config.task.name().into(), kind, stderr_tail: self.stderr_tail() }
     }
 
     fn died(&mut self) -> SimError {
@@ -249,15 +206,8 @@ impl SubprocessEnv {
 
     /// Sends one request and waits up to `timeout_s` for its reply.
     fn request(&mut self, message: Value, timeout_s: f64) -> Result<Value, SimError> {
-        let cmd = message
-            .get("cmd")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned();
-        if writeln!(self.stdin, "{message}")
-            .and_then(|_| self.stdin.flush())
-            .is_err()
-        {
+        let cmd = message.get("cmd").and_then(Value::as_str).unwrap_or("?").to_owned();
+        if writeln!(self.stdin, "{message}").and_then(|_| self.stdin.flush()).is_err() {
             return Err(self.died());
         }
         let line = match self.lines.recv_timeout(Duration::from_secs_f64(timeout_s)) {
@@ -266,26 +216,16 @@ impl SubprocessEnv {
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                return Err(self.error(SimErrorKind::Timeout {
-                    seconds: timeout_s,
-                    request: cmd,
-                }));
+                return Err(self.error(SimErrorKind::Timeout { seconds: timeout_s, request: cmd }));
             }
             Err(RecvTimeoutError::Disconnected) => return Err(self.died()),
         };
-        let reply: Value = serde_json::from_str(&line).map_err(|e| {
-            self.error(SimErrorKind::Protocol(format!(
-                "reply to `{cmd}` is not JSON ({e})"
-            )))
-        })?;
+        let reply: Value = serde_json::from_str(&line)
+            .map_err(|e| self.error(SimErrorKind::Protocol(format!("reply to `{cmd}` is not JSON ({e})"))))?;
         if reply.get("ok").and_then(Value::as_bool) == Some(true) {
             return Ok(reply);
         }
-        let message = reply
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error")
-            .to_owned();
+        let message = reply.get("error").and_then(Value::as_str).unwrap_or("unknown error").to_owned();
         if reply.get("unstable").and_then(Value::as_bool) == Some(true) {
             Err(self.error(SimErrorKind::Unstable(message)))
         } else {
@@ -299,15 +239,10 @@ impl SubprocessEnv {
 
     /// Starts an episode; the seed alone determines it.
     pub fn reset(&mut self, seed: u64) -> Result<Observation, SimError> {
-        let reply = self.request(
-            json!({"cmd": "reset", "seed": seed}),
-            self.config.step_timeout_s,
-        )?;
-        let obs = reply
-            .get("obs")
-            .ok_or_else(|| self.error(SimErrorKind::Protocol("reset reply lacks `obs`".into())))?;
-        decode_observation(obs, self.image_bytes())
-            .map_err(|e| self.error(SimErrorKind::Protocol(e)))
+        let reply = self.request(json!({"cmd": "reset", "seed": seed}), self.config.step_timeout_s)?;
+        let obs =
+            reply.get("obs").ok_or_else(|| self.error(SimErrorKind::Protocol("reset reply lacks `obs`".into())))?;
+        decode_observation(obs, self.image_bytes()).map_err(|e| self.error(SimErrorKind::Protocol(e)))
     }
 
     /// Executes a chunk of actions ([n][A], env units in [−1, 1]); stops early at the end of
@@ -318,7 +253,8 @@ impl SubprocessEnv {
         render: Render,
         record_states: bool,
     ) -> Result<ChunkOutcome, SimError> {
-        let message = json!({"cmd": "step", "actions": actions, "render": render.as_str(), "record_states": record_states});
+        let message =
+            json!({"cmd": "step", "actions": actions, "render": render.as_str(), "record_states": record_states});
         let reply = self.request(message, self.config.step_timeout_s)?;
         decode_chunk(&reply, self.image_bytes()).map_err(|e| self.error(SimErrorKind::Protocol(e)))
     }
@@ -349,8 +285,7 @@ impl SubprocessEnv {
 
     /// Failure injection for tests: "raise", "hang", "exit" or "unstable".
     pub fn inject_fault(&mut self, kind: &str, timeout_s: f64) -> Result<(), SimError> {
-        self.request(json!({"cmd": "fault", "kind": kind}), timeout_s)
-            .map(|_| ())
+        self.request(json!({"cmd": "fault", "kind": kind}), timeout_s).map(|_| ())
     }
 }
 

@@ -14,29 +14,19 @@ pub struct Ema {
 impl Ema {
     /// Pairs every variable of `online` with the same-named one of `ema` and copies the
     /// online values over, so both start equal.
-    pub fn new(
-        online: &nn::VarStore,
-        ema: &mut nn::VarStore,
-        decay: f64,
-    ) -> Result<Self, tch::TchError> {
+    pub fn new(online: &nn::VarStore, ema: &mut nn::VarStore, decay: f64) -> Result<Self, tch::TchError> {
         ema.copy(online)?;
         let ema_vars = ema.variables();
         let mut pairs: Vec<(String, Tensor, Tensor)> = online
             .variables()
             .into_iter()
             .map(|(name, t)| {
-                let e = ema_vars
-                    .get(&name)
-                    .unwrap_or_else(|| panic!("EMA store lacks `{name}`"))
-                    .shallow_clone();
+                let e = ema_vars.get(&name).unwrap_or_else(|| panic!("EMA store lacks `{name}`")).shallow_clone();
                 (name, t, e)
             })
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Self {
-            pairs: pairs.into_iter().map(|(_, t, e)| (t, e)).collect(),
-            decay,
-        })
+        Ok(Self { pairs: pairs.into_iter().map(|(_, t, e)| (t, e)).collect(), decay })
     }
 
     pub fn update(&mut self) {

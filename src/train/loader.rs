@@ -29,13 +29,7 @@ pub struct EpochSampler {
 
 impl EpochSampler {
     pub fn new(windows: Vec<Window>, batch_size: usize, seed: u64) -> Self {
-        Self {
-            windows,
-            batch_size,
-            seed,
-            epoch: None,
-            order: Vec::new(),
-        }
+        Self { windows, batch_size, seed, epoch: None, order: Vec::new() }
     }
 
     pub fn steps_per_epoch(&self) -> u64 {
@@ -51,9 +45,7 @@ impl EpochSampler {
         }
         let start = (step % self.steps_per_epoch()) as usize * self.batch_size;
         // When the dataset has fewer windows than a batch, wrap around the permutation.
-        (0..self.batch_size)
-            .map(|i| self.windows[self.order[(start + i) % self.order.len()]])
-            .collect()
+        (0..self.batch_size).map(|i| self.windows[self.order[(start + i) % self.order.len()]]).collect()
     }
 }
 
@@ -78,19 +70,13 @@ impl BatchStream {
             .spawn(move || {
                 for step in steps {
                     let windows = sampler.windows_for_step(step);
-                    if sender
-                        .send(gather(&dataset, &spec, &stats, &windows))
-                        .is_err()
-                    {
+                    if sender.send(gather(&dataset, &spec, &stats, &windows)).is_err() {
                         return; // the training loop ended
                     }
                 }
             })
             .expect("spawning the loader thread");
-        Self {
-            receiver,
-            _thread: thread,
-        }
+        Self { receiver, _thread: thread }
     }
 
     /// The next step's batch; `None` once the range is exhausted.
@@ -113,14 +99,10 @@ pub fn to_device(
         .iter()
         .zip(&dataset.image_shapes)
         .map(|(bytes, [h, w, c])| {
-            Tensor::from_slice(bytes)
-                .view([b, to, *h as i64, *w as i64, *c as i64])
-                .to_device(device)
+            Tensor::from_slice(bytes).view([b, to, *h as i64, *w as i64, *c as i64]).to_device(device)
         })
         .collect();
-    let proprio = Tensor::from_slice(&buffers.proprio)
-        .view([b, to, dataset.proprio_dim() as i64])
-        .to_device(device);
+    let proprio = Tensor::from_slice(&buffers.proprio).view([b, to, dataset.proprio_dim() as i64]).to_device(device);
     let actions = Tensor::from_slice(&buffers.actions)
         .view([b, spec.pred_horizon as i64, dataset.action_dim as i64])
         .to_kind(Kind::Float)
@@ -136,17 +118,10 @@ mod tests {
     fn epochs_cover_every_window_once_and_depend_only_on_seed_and_step() {
         let windows: Vec<Window> = (0..10).map(|t| Window { episode: 0, t }).collect();
         let mut a = EpochSampler::new(windows.clone(), 5, 9);
-        let mut seen: Vec<usize> = (0..2)
-            .flat_map(|s| a.windows_for_step(s))
-            .map(|w| w.t)
-            .collect();
+        let mut seen: Vec<usize> = (0..2).flat_map(|s| a.windows_for_step(s)).map(|w| w.t).collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         let mut b = EpochSampler::new(windows, 5, 9);
-        assert_eq!(
-            b.windows_for_step(3),
-            a.windows_for_step(3),
-            "a fresh sampler at step 3 agrees"
-        );
+        assert_eq!(b.windows_for_step(3), a.windows_for_step(3), "a fresh sampler at step 3 agrees");
     }
 }

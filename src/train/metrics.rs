@@ -41,11 +41,7 @@ impl MetricsLog {
             }
             Some(_) => {}
         }
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_at(&path))?;
         Ok(Self { path, file })
     }
 
@@ -54,10 +50,7 @@ impl MetricsLog {
         let mut object = Map::new();
         object.insert("step".into(), step.into());
         for (key, value) in values {
-            object.insert(
-                (*key).into(),
-                serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number),
-            );
+            object.insert((*key).into(), serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number));
         }
         writeln!(self.file, "{}", Value::Object(object)).map_err(io_at(&self.path))
     }

@@ -67,10 +67,7 @@ fn step_seed(seed: u64, step: i64) -> i64 {
 
 pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     let run_dir = options.run_dir.clone();
-    let run_error = |message: String| Error::RunDir {
-        dir: run_dir.clone(),
-        message,
-    };
+    let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
 
     // ---- Run directory: fresh, or resume from the latest checkpoint ---------------------
     let latest = run_dir::latest_checkpoint(&run_dir)?;
@@ -109,17 +106,13 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
         obs_horizon: config.policy.obs_horizon as usize,
         pred_horizon: config.policy.pred_horizon as usize,
     };
-    let dataset_memory_bytes =
-        train_data.memory_bytes() + valid_data.as_ref().map_or(0, |d| d.memory_bytes());
+    let dataset_memory_bytes = train_data.memory_bytes() + valid_data.as_ref().map_or(0, |d| d.memory_bytes());
     eprintln!(
         "[pretrain] {}: {} train demos ({} steps){}, {:.1} MB in memory",
         config.dataset.path.display(),
         train_data.episodes.len(),
         train_data.num_steps(),
-        valid_data.as_ref().map_or(String::new(), |v| format!(
-            ", {} valid demos",
-            v.episodes.len()
-        )),
+        valid_data.as_ref().map_or(String::new(), |v| format!(", {} valid demos", v.episodes.len())),
         dataset_memory_bytes as f64 / 1e6
     );
 
@@ -147,15 +140,13 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
         checkpoint::load_weights(&mut vs, &dir.join(Weights::Online.file()))?;
         let trainer_path = dir.join(TRAINER_FILE);
         let text = std::fs::read_to_string(&trainer_path).map_err(io_at(&trainer_path))?;
-        let state: TrainerState = serde_json::from_str(&text)
-            .map_err(|e| run_error(format!("{}: {e}", trainer_path.display())))?;
+        let state: TrainerState =
+            serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", trainer_path.display())))?;
         optimizer.load(&dir.join(OPTIMIZER_FILE), state.step)?;
         start_step = state.step;
     }
-    let mut ema = Ema::new(&vs, &mut ema_vs, schedule.ema_decay).map_err(|source| Error::Tch {
-        path: run_dir.clone(),
-        source,
-    })?;
+    let mut ema = Ema::new(&vs, &mut ema_vs, schedule.ema_decay)
+        .map_err(|source| Error::Tch { path: run_dir.clone(), source })?;
     if let (true, Some(dir)) = (options.resume, &latest) {
         checkpoint::load_weights(&mut ema_vs, &dir.join(Weights::Ema.file()))?;
         eprintln!("[pretrain] resuming {} at step {start_step}", dir.display());
@@ -179,27 +170,17 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     );
     let progress = ProgressBar::new(schedule.steps as u64).with_position(start_step as u64);
     progress.set_style(
-        ProgressStyle::with_template(
-            "[pretrain] {bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("[pretrain] {bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
     );
     let mut last_checkpoint = latest.clone();
     let (mut last_train_loss, mut last_valid_loss) = (f64::NAN, None);
     let (mut interval_loss, mut interval_steps, mut interval_start) = (0.0, 0, Instant::now());
     for step in start_step..schedule.steps {
-        let buffers = batches
-            .next_batch()
-            .expect("loader yields one batch per step");
+        let buffers = batches.next_batch().expect("loader yields one batch per step");
         tch::manual_seed(step_seed(config.seed, step));
         let (obs, actions) = to_device(&buffers, &train_data, &window_spec, options.device);
-        let lr = warmup_cosine(
-            step,
-            schedule.steps,
-            schedule.warmup_steps,
-            schedule.lr,
-            schedule.min_lr,
-        );
+        let lr = warmup_cosine(step, schedule.steps, schedule.warmup_steps, schedule.lr, schedule.min_lr);
         optimizer.zero_grad();
         let loss = policy.flow_loss(&obs, &actions, true);
         let loss_value = loss.double_value(&[]);
@@ -232,21 +213,12 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
                     ("pretrain/samples_per_s", samples_per_s),
                 ],
             )?;
-            progress.set_message(format!(
-                "loss {last_train_loss:.4} · {samples_per_s:.0} samples/s"
-            ));
+            progress.set_message(format!("loss {last_train_loss:.4} · {samples_per_s:.0} samples/s"));
             (interval_loss, interval_steps, interval_start) = (0.0, 0, Instant::now());
         }
         if let Some(valid) = &valid_data {
             if done % schedule.valid_every == 0 || done == schedule.steps {
-                let value = validation_loss(
-                    &ema_policy,
-                    valid,
-                    &spec.stats,
-                    &window_spec,
-                    &config,
-                    options.device,
-                );
+                let value = validation_loss(&ema_policy, valid, &spec.stats, &window_spec, &config, options.device);
                 metrics.log(done, &[("pretrain/valid_flow_loss", value)])?;
                 last_valid_loss = Some(value);
             }
@@ -264,22 +236,18 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
             let pending = PendingCheckpoint::begin(&run_dir, done)?;
             write_atomic(
                 &pending.path(checkpoint::SPEC_FILE),
-                serde_json::to_string_pretty(&spec)
-                    .expect("spec serialises")
-                    .as_bytes(),
+                serde_json::to_string_pretty(&spec).expect("spec serialises").as_bytes(),
             )?;
             checkpoint::save_weights(&vs, &pending.path(Weights::Online.file()))?;
             checkpoint::save_weights(&ema_vs, &pending.path(Weights::Ema.file()))?;
             optimizer.save(&pending.path(OPTIMIZER_FILE))?;
-            let state =
-                serde_json::to_string(&TrainerState { step: done }).expect("state serialises");
+            let state = serde_json::to_string(&TrainerState { step: done }).expect("state serialises");
             write_atomic(&pending.path(TRAINER_FILE), state.as_bytes())?;
             last_checkpoint = Some(pending.commit(schedule.keep_checkpoints)?);
         }
     }
     progress.finish();
-    let checkpoint =
-        last_checkpoint.ok_or_else(|| run_error("no checkpoint was written".into()))?;
+    let checkpoint = last_checkpoint.ok_or_else(|| run_error("no checkpoint was written".into()))?;
     Ok(PretrainSummary {
         run_dir,
         checkpoint,
@@ -295,10 +263,7 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
 fn first_non_finite(vs: &nn::VarStore) -> Option<String> {
     let mut variables: Vec<_> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
-    variables
-        .into_iter()
-        .find(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false))
-        .map(|(name, _)| name)
+    variables.into_iter().find(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false)).map(|(name, _)| name)
 }
 
 /// All cameras must share one square size (the encoders are built for S×S).
@@ -315,7 +280,12 @@ fn square_image_size(data: &RobomimicDataset) -> Result<i64> {
             }
             for ([h2, w2, _], other) in sizes {
                 if (h2, w2) != (h, w) {
-                    return Err(Error::Config { file: data.file.clone(), message: format!("camera `{other}` is {h2}×{w2} but `{key}` is {h}×{w}; all cameras must share one size") });
+                    return Err(Error::Config {
+                        file: data.file.clone(),
+                        message: format!(
+                            "camera `{other}` is {h2}×{w2} but `{key}` is {h}×{w}; all cameras must share one size"
+                        ),
+                    });
                 }
             }
             Ok(*h as i64)
@@ -334,10 +304,7 @@ fn validation_loss(
     device: Device,
 ) -> f64 {
     let all = spec.all_windows(data.episodes.iter().map(|e| e.len));
-    let stride = all
-        .len()
-        .div_ceil(config.train.valid_max_windows.max(1))
-        .max(1);
+    let stride = all.len().div_ceil(config.train.valid_max_windows.max(1)).max(1);
     let windows: Vec<_> = all.into_iter().step_by(stride).collect();
     tch::manual_seed(step_seed(config.seed, -2));
     let (mut total, mut count) = (0.0, 0usize);
@@ -345,11 +312,8 @@ fn validation_loss(
         for chunk in windows.chunks(config.train.batch_size) {
             let buffers = gather(data, spec, stats, chunk);
             let (obs, actions) = to_device(&buffers, data, spec, device);
-            total += policy
-                .flow_loss(&obs, &actions, false)
-                .to_kind(Kind::Double)
-                .double_value(&[])
-                * chunk.len() as f64;
+            total +=
+                policy.flow_loss(&obs, &actions, false).to_kind(Kind::Double).double_value(&[]) * chunk.len() as f64;
             count += chunk.len();
         }
     });
