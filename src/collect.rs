@@ -6,7 +6,8 @@
 //! episode with `keep_failures`) becomes `data/demo_N` with `actions`, `rewards`, `dones`,
 //! `states`, `obs/*` (cameras + low-dim keys), optionally `next_obs/*`, and `model_file`; the
 //! masks are rewritten and the file flushed after every demo, so an interrupted collect
-//! leaves a valid file with the demos done so far.
+//! leaves a valid file with the demos done so far. Ctrl-C or SIGTERM (when `stop_on_signal`)
+//! ends the collection at the next chunk boundary, between writes.
 
 use std::path::PathBuf;
 
@@ -28,10 +29,14 @@ pub struct CollectOptions {
     pub next_obs: bool,
     /// Expert steps per request.
     pub steps_per_request: usize,
+    /// Install a Ctrl-C / SIGTERM handler that stops cleanly (the CLI; not library callers).
+    pub stop_on_signal: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct CollectSummary {
+    /// Stopped early by Ctrl-C / SIGTERM.
+    pub interrupted: bool,
     pub episodes: usize,
     pub successes: usize,
     pub written: usize,
@@ -67,7 +72,14 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
     );
     let (mut started, mut finished, mut successes, mut success_steps) = (0usize, 0usize, 0usize, 0usize);
     let mut recordings: Vec<Option<Recording>> = (0..envs.len()).map(|_| None).collect();
-    while finished < options.episodes {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if options.stop_on_signal {
+        let stop = stop.clone();
+        // Fails only if a handler is already installed (a second collect in one process).
+        let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst));
+    }
+    let interrupted = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    while finished < options.episodes && !interrupted() {
         // Idle workers start the next episodes.
         let seeds: Vec<Option<u64>> = recordings
             .iter()
@@ -143,10 +155,14 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
         }
     }
     progress.finish();
+    if interrupted() {
+        eprintln!("[collect] interrupted: keeping the {} demos written so far", writer.demo_names().len());
+    }
     let written = writer.demo_names().len();
     let names = writer.demo_names().to_vec();
     writer.finish(&split_train_valid(&names, 10))?;
     Ok(CollectSummary {
+        interrupted: interrupted(),
         episodes: finished,
         successes,
         written,

@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn committed_configs_are_complete_and_valid() {
-        for name in ["square.json", "square_cpu.json", "square_vit.json"] {
+        for name in ["square.json", "square_cpu.json", "square_vit.json", "synthetic_cpu.json"] {
             PretrainConfig::load(&committed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }

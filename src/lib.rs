@@ -11,6 +11,7 @@ pub mod collect;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod optim;
 pub mod policy;
 pub mod run_dir;

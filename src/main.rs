@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rldt_vision::bench::pretrain::{bench_pretrain, BenchOptions};
+use rldt_vision::bench::rollout::{bench_rollout, RolloutBenchOptions};
 use rldt_vision::collect::{collect, CollectOptions};
 use rldt_vision::config::PretrainConfig;
 use rldt_vision::device::{set_threads, DeviceChoice};
+use rldt_vision::eval::{evaluate, EvalOptions};
+use rldt_vision::policy::checkpoint::Weights;
 use rldt_vision::sim::{SimConfig, Task};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
@@ -89,6 +92,42 @@ enum Command {
         #[arg(long, default_value = "egl")]
         mujoco_gl: String,
     },
+    /// Evaluate a policy checkpoint in simulation: success rate (95% interval), episode
+    /// lengths, per-episode JSON, optional GIF.
+    Eval {
+        /// A checkpoint directory, or a run directory (its latest checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, value_enum)]
+        task: Task,
+        #[arg(long, default_value_t = 50)]
+        episodes: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seed of the first episode (episode e uses seed + e); kept apart from collection seeds.
+        #[arg(long, default_value_t = 100_000)]
+        seed: u64,
+        /// Use the online weights instead of the EMA weights.
+        #[arg(long)]
+        online_weights: bool,
+        /// Write a GIF of `--video-episodes` here.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        video_episodes: Vec<usize>,
+        /// Episode length limit (default: the task's).
+        #[arg(long)]
+        horizon: Option<usize>,
+        /// Per-episode JSON report (default: <checkpoint>/eval_<task>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value = "egl")]
+        mujoco_gl: String,
+    },
     /// Benchmarks; print JSON.
     Bench {
         #[command(subcommand)]
@@ -98,6 +137,28 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Env steps/s for 1..N workers: chunk-end vs per-step rendering, vs a DPPO-style Python
+    /// loop (every step rendered), and worker memory.
+    Rollout {
+        #[arg(long, value_enum, default_value = "square")]
+        task: Task,
+        #[arg(long, value_delimiter = ',', default_value = "agentview")]
+        cameras: Vec<String>,
+        #[arg(long, default_value_t = 84)]
+        image_size: usize,
+        #[arg(long, default_value_t = 2)]
+        max_workers: usize,
+        /// Ta: actions per chunk.
+        #[arg(long, default_value_t = 4)]
+        exec_horizon: usize,
+        #[arg(long, default_value_t = 25)]
+        chunks: usize,
+        /// Skip the Python baseline.
+        #[arg(long)]
+        no_python: bool,
+        #[arg(long, default_value = "egl")]
+        mujoco_gl: String,
+    },
     /// Pretraining step and data-loading throughput (optionally vs PyTorch eager).
     Pretrain {
         #[arg(long, default_value = "configs/pretrain/square_cpu.json")]
@@ -191,8 +252,12 @@ fn main() -> anyhow::Result<()> {
                 keep_failures,
                 next_obs,
                 steps_per_request: 20,
+                stop_on_signal: true,
             };
             let summary = collect(&options)?;
+            if summary.interrupted {
+                println!("interrupted by a signal");
+            }
             println!(
                 "{}: {}/{} episodes successful ({:.1}%), mean successful length {:.0} steps; {} demos written to {} in {:.0} s{}",
                 task.name(),
@@ -205,6 +270,72 @@ fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 if summary.worker_failures > 0 { format!(" ({} worker failures survived)", summary.worker_failures) } else { String::new() }
             );
+        }
+        Command::Eval {
+            checkpoint,
+            task,
+            episodes,
+            workers,
+            seed,
+            online_weights,
+            video,
+            video_episodes,
+            horizon,
+            out,
+            device,
+            threads,
+            mujoco_gl,
+        } => {
+            set_threads(threads);
+            let weights = if online_weights { Weights::Online } else { Weights::Ema };
+            let options = EvalOptions {
+                checkpoint,
+                weights,
+                task,
+                episodes,
+                workers,
+                seed,
+                device: device.resolve()?,
+                mujoco_gl,
+                video: video.clone(),
+                video_episodes,
+                horizon,
+            };
+            let report = evaluate(&options)?;
+            let out = out.unwrap_or_else(|| report.checkpoint.join(format!("eval_{}.json", task.name())));
+            std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s",
+                task.name(),
+                100.0 * report.success_rate,
+                report.successes,
+                report.episodes,
+                100.0 * report.success_rate_ci95[0],
+                100.0 * report.success_rate_ci95[1],
+                report.mean_episode_length,
+                report.seconds
+            );
+            println!("per-episode results: {}", out.display());
+            if let Some(video) = video {
+                println!("video: {}", video.display());
+            }
+        }
+        Command::Bench {
+            which: Bench::Rollout { task, cameras, image_size, max_workers, exec_horizon, chunks, no_python, mujoco_gl },
+        } => {
+            let mut sim = SimConfig::for_task(task, cameras, image_size);
+            sim.mujoco_gl = mujoco_gl;
+            sim.stop_on_success = false;
+            let options = RolloutBenchOptions {
+                sim,
+                max_workers,
+                exec_horizon,
+                chunks,
+                warmup_chunks: 2,
+                python_baseline: !no_python,
+            };
+            println!("{}", serde_json::to_string_pretty(&bench_rollout(&options)?)?);
         }
         Command::Bench {
             which: Bench::Pretrain { config, image_size, batch_size, warmup_steps, steps, device, threads, torch },

@@ -47,7 +47,7 @@ fn fixture() -> PathBuf {
 /// The committed CPU config, shrunk: 32-pixel images, 6 steps, checkpoints every 3.
 fn tiny_config(dataset: &Path) -> PretrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = PretrainConfig::load(&root.join("configs/pretrain/square_cpu.json")).unwrap();
+    let mut config = PretrainConfig::load(&root.join("configs/pretrain/synthetic_cpu.json")).unwrap();
     config.name = "tiny".into();
     config.dataset.path = dataset.into();
     config.policy.velocity_head.hidden_dim = 64;

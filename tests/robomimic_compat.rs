@@ -31,6 +31,7 @@ fn robomimic_reads_our_demos_identically() {
         keep_failures: false,
         next_obs: false,
         steps_per_request: 20,
+        stop_on_signal: false,
     };
     let summary = collect(&options).unwrap();
     assert_eq!((summary.episodes, summary.successes, summary.written), (3, 3, 3), "scripted Lift must succeed");

@@ -2,6 +2,7 @@
 //! they ran on. Not tests: nothing here asserts speed.
 
 pub mod pretrain;
+pub mod rollout;
 
 /// A one-line description of this machine's CPU (model name and logical cores).
 pub fn cpu_description() -> String {

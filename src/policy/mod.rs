@@ -8,6 +8,7 @@
 //! D = Tp·A, K Euler steps.
 
 pub mod checkpoint;
+pub mod env_obs;
 pub mod flow;
 pub mod velocity_head;
 
