@@ -161,7 +161,7 @@ enum Bench {
     },
     /// Pretraining step and data-loading throughput (optionally vs PyTorch eager).
     Pretrain {
-        #[arg(long, default_value = "configs/pretrain/square_cpu.json")]
+        #[arg(long, default_value = "configs/pretrain/synthetic_cpu.json")]
         config: PathBuf,
         #[arg(long, default_value_t = 96)]
         image_size: usize,

@@ -36,6 +36,20 @@ fn handshake_reset_step_and_seeding() {
     assert_ne!(a.lowdim["object"], c.lowdim["object"], "another seed places the nut elsewhere");
 }
 
+/// Every task builds from its env_args and steps (no cameras, to stay fast).
+#[test]
+fn every_task_builds_and_steps() {
+    for (task, action_dim) in [(Task::Lift, 7), (Task::Can, 7), (Task::Transport, 14)] {
+        let config = SimConfig::for_task(task, vec![], 84);
+        let mut env = SubprocessEnv::spawn(0, &config, &PythonPaths::discover()).unwrap();
+        assert_eq!(env.info().action_dim, action_dim, "{task:?}");
+        let obs = env.reset(1).unwrap();
+        assert!(obs.images.is_empty() && obs.lowdim.contains_key("robot0_eef_pos"), "{task:?}");
+        let out = env.step(&vec![vec![0.0; action_dim]; 2], Render::Last, false).unwrap();
+        assert_eq!(out.t, 2, "{task:?}");
+    }
+}
+
 #[test]
 fn chunk_end_images_equal_per_step_rendering() {
     let paths = PythonPaths::discover();
