@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod optim;
 pub mod policy;
+pub mod rl;
 pub mod run_dir;
 pub mod sim;
 pub mod train;
