@@ -1,4 +1,6 @@
-//! Reinforcement learning pieces of RLDT (rldt-algorithm.md §3–§7). So far: [`svgd`], the
-//! transport field, pure maths that never sees a critic.
+//! Reinforcement learning pieces of RLDT (rldt-algorithm.md §3–§7), so far the pure maths:
+//! [`svgd`] (the transport field; it never sees a critic) and [`returns`] (change of reward,
+//! success mask, TD(λ)).
 
+pub mod returns;
 pub mod svgd;
