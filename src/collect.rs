@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rldt_datasets::writer::{split_train_valid, DemoRecord, ObsArray, RobomimicWriter};
 
 use crate::error::{Error, Result};
-use crate::sim::{Observation, Render, SimConfig, StepResult, VecEnv};
+use crate::sim::{EpisodeSchedule, Observation, Render, SimConfig, StepResult, VecEnv};
 
 pub struct CollectOptions {
     pub sim: SimConfig,
@@ -70,7 +70,8 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
         )
         .expect("template"),
     );
-    let (mut started, mut finished, mut successes, mut success_steps) = (0usize, 0usize, 0usize, 0usize);
+    let mut schedule = EpisodeSchedule::new(options.episodes, options.seed);
+    let (mut finished, mut successes, mut success_steps) = (0usize, 0usize, 0usize);
     let mut recordings: Vec<Option<Recording>> = (0..envs.len()).map(|_| None).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if options.stop_on_signal {
@@ -81,15 +82,7 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
     let interrupted = || stop.load(std::sync::atomic::Ordering::SeqCst);
     while finished < options.episodes && !interrupted() {
         // Idle workers start the next episodes.
-        let seeds: Vec<Option<u64>> = recordings
-            .iter()
-            .map(|r| {
-                (r.is_none() && started < options.episodes).then(|| {
-                    started += 1;
-                    options.seed + started as u64 - 1
-                })
-            })
-            .collect();
+        let seeds = schedule.seeds_for_idle(recordings.iter().map(Option::is_none));
         if seeds.iter().any(Option::is_some) {
             let first = envs.reset(&seeds).map_err(sim_error)?;
             for (i, (seed, obs)) in seeds.iter().zip(first).enumerate() {

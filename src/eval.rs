@@ -17,7 +17,7 @@ use tch::Device;
 use crate::error::{Error, Result};
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{obs_batch, push_history, start_history};
-use crate::sim::{Observation, Render, SimConfig, StepResult, Task, VecEnv};
+use crate::sim::{EpisodeSchedule, Observation, Render, SimConfig, StepResult, Task, VecEnv};
 
 pub struct EvalOptions {
     pub checkpoint: PathBuf,
@@ -80,7 +80,10 @@ pub fn wilson_interval(successes: usize, n: usize) -> [f64; 2] {
     let denominator = 1.0 + z * z / n_f;
     let centre = (p + z * z / (2.0 * n_f)) / denominator;
     let half = z * (p * (1.0 - p) / n_f + z * z / (4.0 * n_f * n_f)).sqrt() / denominator;
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
+    // At 0 (or n) successes the bound is exactly 0 (or 1); rounding would leave ~1e-17.
+    let lower = if successes == 0 { 0.0 } else { (centre - half).max(0.0) };
+    let upper = if successes == n { 1.0 } else { (centre + half).min(1.0) };
+    [lower, upper]
 }
 
 struct Active {
@@ -115,22 +118,15 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let mut results: Vec<EpisodeResult> = Vec::new();
     let mut video_frames: Vec<Vec<u8>> = Vec::new();
     let video_camera = spec.obs.image_keys.first().cloned();
-    let (mut next_episode, mut env_steps) = (0usize, 0usize);
+    let mut schedule = EpisodeSchedule::new(options.episodes, options.seed);
+    let mut env_steps = 0usize;
     tch::manual_seed(options.seed as i64);
     while results.len() < options.episodes {
-        let seeds: Vec<Option<u64>> = active
-            .iter()
-            .map(|a| {
-                (a.is_none() && next_episode < options.episodes).then(|| {
-                    next_episode += 1;
-                    options.seed + next_episode as u64 - 1
-                })
-            })
-            .collect();
+        let seeds = schedule.seeds_for_idle(active.iter().map(Option::is_none));
         if seeds.iter().any(Option::is_some) {
             for (i, obs) in envs.reset(&seeds).map_err(sim_error)?.into_iter().enumerate() {
                 if let (Some(obs), Some(seed)) = (obs, seeds[i]) {
-                    let episode = (seed - options.seed) as usize;
+                    let episode = schedule.episode_of(seed);
                     if options.video.is_some() && options.video_episodes.contains(&episode) {
                         if let Some(camera) = &video_camera {
                             video_frames.push(obs.images[camera].clone());

@@ -86,7 +86,8 @@ fn missing_python_points_at_setup() {
 #[test]
 fn failures_are_reported_and_survived() {
     let mut config = square(84);
-    config.step_timeout_s = 3.0;
+    // Long enough for a loaded 2-core CI machine, short enough to keep the hang test quick.
+    config.step_timeout_s = 10.0;
     let mut vec_env = VecEnv::new(&config, 1).unwrap();
     let chunks = [Some(chunk(2))];
     for fault in ["raise", "unstable", "hang", "kill"] {

@@ -17,5 +17,5 @@ pub mod worker;
 
 pub use protocol::{ChunkOutcome, Observation, Render};
 pub use task::{SimConfig, Task};
-pub use vec_env::{StepResult, VecEnv};
+pub use vec_env::{EpisodeSchedule, StepResult, VecEnv};
 pub use worker::{SimError, SimErrorKind, SubprocessEnv};

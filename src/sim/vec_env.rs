@@ -8,6 +8,37 @@ use super::protocol::{ChunkOutcome, Observation, Render};
 use super::task::{PythonPaths, SimConfig};
 use super::worker::{SimError, SubprocessEnv};
 
+/// Hands episodes 0..total to idle workers in order; episode e uses seed `base_seed + e`.
+#[derive(Debug, Clone)]
+pub struct EpisodeSchedule {
+    next: usize,
+    total: usize,
+    base_seed: u64,
+}
+
+impl EpisodeSchedule {
+    pub fn new(total: usize, base_seed: u64) -> Self {
+        Self { next: 0, total, base_seed }
+    }
+
+    /// For each worker (true = idle): the seed of the episode it starts now, if any remain.
+    pub fn seeds_for_idle(&mut self, idle: impl IntoIterator<Item = bool>) -> Vec<Option<u64>> {
+        idle.into_iter()
+            .map(|is_idle| {
+                (is_idle && self.next < self.total).then(|| {
+                    self.next += 1;
+                    self.base_seed + self.next as u64 - 1
+                })
+            })
+            .collect()
+    }
+
+    /// The episode index of a seed handed out by this schedule.
+    pub fn episode_of(&self, seed: u64) -> usize {
+        (seed - self.base_seed) as usize
+    }
+}
+
 /// The result of one env's chunk: its outcome, or the failure that truncated its episode
 /// (the worker has been restarted and needs a reset).
 #[derive(Debug)]
