@@ -13,6 +13,8 @@ use rldt_vision::config::PretrainConfig;
 use rldt_vision::device::{set_threads, DeviceChoice};
 use rldt_vision::eval::{evaluate, EvalOptions};
 use rldt_vision::policy::checkpoint::Weights;
+use rldt_vision::rl::actor::FieldKind;
+use rldt_vision::rl::toy::{run_toy, ToyOptions};
 use rldt_vision::sim::{SimConfig, Task};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
@@ -127,6 +129,24 @@ enum Command {
         threads: usize,
         #[arg(long, default_value = "egl")]
         mujoco_gl: String,
+    },
+    /// The paper's 2-D figure as an experiment: a bimodal flow policy, a two-peak Q, RLDT actor
+    /// steps with the SVGD field and with the delta ablation. Prints one JSON report per run.
+    Toy {
+        #[arg(long, value_delimiter = ',', default_value = "svgd,delta")]
+        fields: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+        seeds: Vec<i64>,
+        #[arg(long, default_value_t = 300)]
+        actor_steps: i64,
+        #[arg(long, default_value_t = 1e-3)]
+        actor_lr: f64,
+        /// α(s) = scale × mean ‖∇Q‖ (paper: 0.001).
+        #[arg(long, default_value_t = 0.001)]
+        temperature_scale: f64,
+        /// Reset v_ref to the current policy every N actor steps; 0 = frozen pretrained.
+        #[arg(long, default_value_t = 10)]
+        reference_every: i64,
     },
     /// Benchmarks; print JSON.
     Bench {
@@ -319,6 +339,24 @@ fn main() -> anyhow::Result<()> {
             println!("per-episode results: {}", out.display());
             if let Some(video) = video {
                 println!("video: {}", video.display());
+            }
+        }
+        Command::Toy { fields, seeds, actor_steps, actor_lr, temperature_scale, reference_every } => {
+            set_threads(0);
+            for field in &fields {
+                let field = match field.as_str() {
+                    "svgd" => FieldKind::Svgd,
+                    "delta" => FieldKind::Delta,
+                    other => anyhow::bail!("--fields: unknown field `{other}` (svgd or delta)"),
+                };
+                for &seed in &seeds {
+                    let mut options = ToyOptions::new(field, seed);
+                    options.actor_steps = actor_steps;
+                    options.actor_lr = actor_lr;
+                    options.temperature_scale = temperature_scale;
+                    options.reference_every = reference_every;
+                    println!("{}", serde_json::to_string(&run_toy(&options))?);
+                }
             }
         }
         Command::Bench {

@@ -123,8 +123,12 @@ impl FlowPolicy {
         spec.config.validate()?;
         let cameras = &spec.obs.image_keys;
         let encoder_config = &spec.config.encoder;
-        let names: Vec<String> =
-            if encoder_config.share_across_cameras { vec!["shared".into()] } else { cameras.clone() };
+        // One shared encoder, one per camera, or none for a low-dim-only policy.
+        let names: Vec<String> = match (cameras.is_empty(), encoder_config.share_across_cameras) {
+            (true, _) => Vec::new(),
+            (false, true) => vec!["shared".into()],
+            (false, false) => cameras.clone(),
+        };
         let encoders = names
             .iter()
             .map(|name| {

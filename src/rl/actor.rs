@@ -1,0 +1,185 @@
+//! The RLDT actor objective for one batch of states (rldt-algorithm.md §4–§5), given a way to
+//! take ∇_a Q. It does not know where Q comes from: the critic ensemble in fine-tuning, a
+//! known reward in the 2-D toy. Written top to bottom:
+//!
+//! 1. Encoder features once per state, repeated over P particles (rows state-major, b·P + p).
+//! 2. Without gradient: P full Euler chains x_0..x_K per state; endpoints a_j.
+//! 3. Per row a random step k ∈ {0..K−1}, t = k/K, and the query a† = x_k + (1 − t)·v(x_k, t).
+//! 4. Scores g_j = ∇_a Q(s, a_j); the field φ(a†_i): SVGD (attraction + repulsion, §4), or
+//!    `delta` = ∇_a Q(s, a†_i) alone (the ablation).
+//! 5. Losses through one velocity evaluation per row (no back-propagation through the ODE):
+//!    L = L_RL + w_c·L_cons + w_r·L_ref  (paper: w_c = 0.5, w_r = 0.2).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::actor_loss::{alignment_loss, consistency_loss, constraint_loss};
+use super::svgd::{transport_field, Bandwidth, Temperature};
+use crate::policy::{FlowPolicy, ObsBatch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// SVGD: Q-gradient attraction + kernel repulsion (the paper's).
+    Svgd,
+    /// ∇_a Q at a† only, no repulsion (the paper's ablation).
+    Delta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BandwidthKind {
+    Median,
+    Fixed,
+}
+
+/// Settings of the actor objective (the `actor` section of a fine-tuning config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorObjective {
+    /// P particle chains per state (paper: 8).
+    pub particles: i64,
+    pub field: FieldKind,
+    pub bandwidth: BandwidthKind,
+    /// h for `bandwidth = fixed`.
+    pub fixed_bandwidth: f64,
+    /// α(s) = scale × mean ‖∇Q‖ (paper: 0.001).
+    pub temperature_scale: f64,
+    pub consistency_weight: f64,
+    pub constraint_weight: f64,
+}
+
+impl ActorObjective {
+    /// The paper's settings.
+    pub fn paper() -> Self {
+        Self {
+            particles: 8,
+            field: FieldKind::Svgd,
+            bandwidth: BandwidthKind::Median,
+            fixed_bandwidth: 1.0,
+            temperature_scale: 0.001,
+            consistency_weight: 0.5,
+            constraint_weight: 0.2,
+        }
+    }
+}
+
+/// Scalars for metrics (`actor/*`, `svgd/*`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ActorStats {
+    pub loss: f64,
+    pub alignment: f64,
+    pub consistency: f64,
+    pub constraint: f64,
+    pub bandwidth: f64,
+    pub alpha: f64,
+    pub attraction_norm: f64,
+    pub repulsion_norm: f64,
+    pub field_norm: f64,
+}
+
+/// What one evaluation of the objective produced: the loss to back-propagate and the
+/// particles (for metrics and recordings).
+pub struct ActorOutput {
+    pub loss: Tensor,
+    pub stats: ActorStats,
+    /// [K + 1, B·P, D] chains, [B·P, D] queries a†, [B·P, D] field φ.
+    pub chains: Tensor,
+    pub queries: Tensor,
+    pub field: Tensor,
+}
+
+fn mean_row_norm(x: &Tensor) -> f64 {
+    x.norm_scalaropt_dim(2.0, [-1], false).mean(Kind::Float).double_value(&[])
+}
+
+/// The objective on the states of `obs` (B of them). `q_grad(actions [N, D]) → ∇_a Q [N, D]`
+/// for rows in state-major order (row n belongs to state n / P), zero over any
+/// non-executed part of the chunk. `reference` is v_ref (previous iterate or pretrained).
+pub fn actor_objective(
+    policy: &FlowPolicy,
+    reference: &FlowPolicy,
+    obs: &ObsBatch,
+    q_grad: &dyn Fn(&Tensor) -> Tensor,
+    objective: &ActorObjective,
+) -> ActorOutput {
+    let (b, p) = (obs.batch_size(), objective.particles);
+    let k_steps = policy.spec().config.num_denoising_steps;
+    let device = policy.device();
+    let rows = b * p;
+
+    // 1. Features once per state, repeated over particles (gradient flows into the encoder).
+    let cond = policy.condition(obs, false).repeat_interleave_self_int(p, 0, None); // [B·P, C]
+    let cond_fixed = cond.detach();
+
+    // 2–3. Chains, per-row step, queries a† — all without gradient.
+    let (chains, x_t, t, queries, endpoints) = tch::no_grad(|| {
+        let chains = policy.sample_chain(&cond_fixed, &policy.initial_noise(rows, false)); // [K+1, B·P, D]
+        let endpoints = chains.get(k_steps);
+        let k = Tensor::randint(k_steps, [rows], (Kind::Int64, device));
+        let x_t = chains
+            .permute([1, 0, 2])
+            .gather(1, &k.view([rows, 1, 1]).expand([rows, 1, chains.size()[2]], false), false)
+            .squeeze_dim(1);
+        let t = (k.to_kind(Kind::Float) / k_steps as f64).view([rows, 1]);
+        let queries = policy.expected_posterior(&x_t, &t, &cond_fixed);
+        (chains, x_t, t, queries, endpoints)
+    });
+
+    // 4. The field at the queries.
+    let d = endpoints.size()[1];
+    let (field, attraction, repulsion, bandwidth, alpha) = match objective.field {
+        FieldKind::Svgd => {
+            let scores = q_grad(&endpoints).detach();
+            let bandwidth = match objective.bandwidth {
+                BandwidthKind::Median => Bandwidth::Median,
+                BandwidthKind::Fixed => Bandwidth::Fixed(objective.fixed_bandwidth),
+            };
+            let f = transport_field(
+                &queries.view([b, p, d]),
+                &endpoints.view([b, p, d]),
+                &scores.view([b, p, d]),
+                bandwidth,
+                Temperature::ScoreNorm { scale: objective.temperature_scale },
+            );
+            (
+                f.field.view([rows, d]),
+                f.attraction.view([rows, d]),
+                f.repulsion.view([rows, d]),
+                f.bandwidth.mean(Kind::Float).double_value(&[]),
+                f.alpha.mean(Kind::Float).double_value(&[]),
+            )
+        }
+        FieldKind::Delta => {
+            let g = q_grad(&queries).detach();
+            (g.shallow_clone(), g, queries.zeros_like(), 0.0, 0.0)
+        }
+    };
+
+    // 5. Losses through one velocity evaluation per row.
+    let v = policy.velocity(&x_t, &t, &cond);
+    let alignment = alignment_loss(&v, &field, &t, k_steps);
+    let consistency = consistency_loss(&x_t, &v, &t, &endpoints, k_steps);
+    let tau = (Tensor::randint(k_steps, [rows, 1], (Kind::Int64, device)).to_kind(Kind::Float)) / k_steps as f64;
+    let noise = endpoints.randn_like();
+    let x_tau = &noise * (1.0 - &tau) + &endpoints * &tau;
+    let v_tau = policy.velocity(&x_tau, &tau, &cond);
+    let v_ref = tch::no_grad(|| {
+        let ref_cond = reference.condition(obs, false).repeat_interleave_self_int(p, 0, None);
+        reference.velocity(&x_tau, &tau, &ref_cond)
+    });
+    let constraint = constraint_loss(&v_tau, &v_ref);
+    let loss = &alignment + &consistency * objective.consistency_weight + &constraint * objective.constraint_weight;
+    let stats = ActorStats {
+        loss: loss.double_value(&[]),
+        alignment: alignment.double_value(&[]),
+        consistency: consistency.double_value(&[]),
+        constraint: constraint.double_value(&[]),
+        bandwidth,
+        alpha,
+        attraction_norm: mean_row_norm(&attraction),
+        repulsion_norm: mean_row_norm(&repulsion),
+        field_norm: mean_row_norm(&field),
+    };
+    ActorOutput { loss, stats, chains, queries, field }
+}
