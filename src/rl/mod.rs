@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod actor_loss;
+pub mod critic;
 pub mod returns;
 pub mod svgd;
 pub mod toy;

@@ -1,0 +1,208 @@
+//! The chunk-level critic of RLDT (rldt-algorithm.md §3): an ensemble of 2 Q heads on one
+//! image encoder of its own (initialised from the pretrained actor's encoder), each head an
+//! MLP 256×3 with SiLU whose last layer starts at N(0, 0.1²). Input: the state's features
+//! (encoder features of each camera and history frame, plus normalised proprio, as the actor
+//! builds its condition) and the executed part of the chunk (Ta·A numbers, normalised).
+//!
+//! Loss: mean over all entries of mask·(Q_head(s_t, a_t) − G_t)² (masked entries count in the
+//! denominator), head h on its own interleaved half of the trajectories (trajectory n goes to
+//! head n mod 2), head losses summed. The target network is an EMA (0.995) of the whole critic.
+
+use rldt_encoders::ImageEncoder;
+use tch::{nn, Kind, Tensor};
+
+use crate::policy::{ObsBatch, PolicySpec};
+
+pub const HEADS: i64 = 2;
+const HIDDEN: i64 = 256;
+
+#[derive(Debug)]
+pub struct Critic {
+    encoders: Vec<ImageEncoder>,
+    /// Per head: three hidden layers and the output layer.
+    heads: Vec<[nn::Linear; 4]>,
+    spec: PolicySpec,
+}
+
+impl Critic {
+    /// Builds the critic under `vs`: `encoder.*` with the actor's names (so its weights can be
+    /// copied from the actor), `heads.{h}.{0..3}`.
+    pub fn new(vs: &nn::Path, spec: &PolicySpec) -> Result<Self, rldt_encoders::EncoderConfigError> {
+        let cameras = &spec.obs.image_keys;
+        let names: Vec<String> = match (cameras.is_empty(), spec.config.encoder.share_across_cameras) {
+            (true, _) => Vec::new(),
+            (false, true) => vec!["shared".into()],
+            (false, false) => cameras.clone(),
+        };
+        let encoders = names
+            .iter()
+            .map(|name| {
+                ImageEncoder::new(
+                    &(vs / "encoder" / name.as_str()),
+                    &spec.config.encoder,
+                    spec.image_size,
+                    spec.proprio_dim,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let feature_dim = encoders.first().map_or(0, |e| e.feature_dim());
+        let to = spec.config.obs_horizon;
+        let state_dim = to * (cameras.len() as i64 * feature_dim + spec.proprio_dim);
+        let action_numbers = spec.config.exec_horizon * spec.action_dim;
+        let heads = (0..HEADS)
+            .map(|h| {
+                let head = vs / "heads" / h;
+                let last_init = nn::LinearConfig {
+                    ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.1 },
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: true,
+                };
+                [
+                    nn::linear(&head / "0", state_dim + action_numbers, HIDDEN, Default::default()),
+                    nn::linear(&head / "1", HIDDEN, HIDDEN, Default::default()),
+                    nn::linear(&head / "2", HIDDEN, HIDDEN, Default::default()),
+                    nn::linear(&head / "3", HIDDEN, 1, last_init),
+                ]
+            })
+            .collect();
+        Ok(Self { encoders, heads, spec: spec.clone() })
+    }
+
+    /// State features [B, S]: per camera and frame the encoder feature, then proprio.
+    pub fn features(&self, obs: &ObsBatch, train: bool) -> Tensor {
+        let b = obs.batch_size();
+        let to = self.spec.config.obs_horizon;
+        let proprio_frames = obs.proprio.reshape([b * to, self.spec.proprio_dim]);
+        let s = self.spec.image_size;
+        let mut parts = Vec::with_capacity(obs.images.len() + 1);
+        for (camera, images) in obs.images.iter().enumerate() {
+            let encoder = &self.encoders[camera.min(self.encoders.len() - 1)];
+            parts.push(encoder.forward_t(&images.reshape([b * to, s, s, 3]), &proprio_frames, train).reshape([b, -1]));
+        }
+        parts.push(obs.proprio.reshape([b, -1]));
+        Tensor::cat(&parts, -1)
+    }
+
+    /// Q of every head from features [N, S] and executed actions [N, Ta·A] → [N, HEADS].
+    pub fn q_from_features(&self, features: &Tensor, actions: &Tensor) -> Tensor {
+        let x = Tensor::cat(&[features.shallow_clone(), actions.shallow_clone()], -1);
+        let per_head: Vec<Tensor> = self
+            .heads
+            .iter()
+            .map(|[l0, l1, l2, out]| x.apply(l0).silu().apply(l1).silu().apply(l2).silu().apply(out))
+            .collect();
+        Tensor::cat(&per_head, -1)
+    }
+
+    /// The TD loss: q [N, T, HEADS] predictions, targets and mask [N, T]. Head h is trained on
+    /// trajectories n with n mod HEADS = h; per head the mean over its entries (masked ones
+    /// count in the denominator); heads summed.
+    pub fn td_loss(q: &Tensor, targets: &Tensor, mask: &Tensor) -> Tensor {
+        let n = q.size()[0];
+        let mut total = Tensor::zeros([], (Kind::Float, q.device()));
+        for h in 0..HEADS {
+            let rows = Tensor::arange_start_step(h, n, HEADS, (Kind::Int64, q.device()));
+            if rows.numel() == 0 {
+                continue;
+            }
+            let error = (q.index_select(0, &rows).select(-1, h) - targets.index_select(0, &rows)).square();
+            total = total + (error * mask.index_select(0, &rows)).mean(Kind::Float);
+        }
+        total
+    }
+}
+
+/// Copies every `encoder.*` variable of the actor's VarStore into the critic's (same names).
+pub fn init_encoder_from_actor(critic: &nn::VarStore, actor: &nn::VarStore) -> Result<usize, String> {
+    let actor_vars = actor.variables();
+    let mut copied = 0;
+    tch::no_grad(|| {
+        for (name, mut var) in critic.variables() {
+            if name.starts_with("encoder.") {
+                let source = actor_vars.get(&name).ok_or_else(|| format!("actor has no `{name}`"))?;
+                if source.size() != var.size() {
+                    return Err(format!("`{name}`: actor {:?}, critic {:?}", source.size(), var.size()));
+                }
+                var.copy_(source);
+                copied += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{FlowPolicy, PolicyConfig, VelocityHeadConfig};
+    use rldt_datasets::batch::DatasetStats;
+    use rldt_datasets::{MinMax, ObsSpec};
+    use rldt_encoders::{Augmentation, BackboneConfig, EncoderConfig};
+    use tch::Device;
+
+    fn spec() -> PolicySpec {
+        PolicySpec {
+            config: PolicyConfig {
+                obs_horizon: 1,
+                pred_horizon: 4,
+                exec_horizon: 2,
+                num_denoising_steps: 8,
+                encoder: EncoderConfig {
+                    backbone: BackboneConfig::Resnet18 { width: 16, num_keypoints: 8, feature_dim: 16 },
+                    augmentation: Augmentation::RandomShift { pad: 4 },
+                    share_across_cameras: true,
+                },
+                velocity_head: VelocityHeadConfig { time_embed_dim: 16, hidden_dim: 32, num_residual_blocks: 1 },
+            },
+            obs: ObsSpec { image_keys: vec!["agentview_image".into()], lowdim_keys: vec!["p".into()] },
+            image_size: 32,
+            proprio_dim: 3,
+            action_dim: 7,
+            stats: DatasetStats {
+                proprio: MinMax { min: vec![0.0; 3], max: vec![1.0; 3] },
+                actions: MinMax { min: vec![-1.0; 7], max: vec![1.0; 7] },
+            },
+        }
+    }
+
+    /// The critic's encoder starts as a copy of the actor's: same features for the same
+    /// images; Q has one column per head for the executed Ta·A = 14 numbers.
+    #[test]
+    fn encoder_initialised_from_the_actor() {
+        tch::manual_seed(0);
+        let actor_vs = nn::VarStore::new(Device::Cpu);
+        let actor = FlowPolicy::new(&actor_vs.root(), spec()).unwrap();
+        let critic_vs = nn::VarStore::new(Device::Cpu);
+        let critic = Critic::new(&critic_vs.root(), &spec()).unwrap();
+        let obs = ObsBatch {
+            images: vec![Tensor::randint(256, [3, 1, 32, 32, 3], (Kind::Uint8, Device::Cpu))],
+            proprio: Tensor::zeros([3, 1, 3], (Kind::Float, Device::Cpu)),
+        };
+        assert!(
+            !critic.features(&obs, false).equal(&actor.condition(&obs, false)),
+            "differently initialised before the copy"
+        );
+        let copied = init_encoder_from_actor(&critic_vs, &actor_vs).unwrap();
+        assert!(copied > 0);
+        assert!(critic.features(&obs, false).equal(&actor.condition(&obs, false)));
+        let q =
+            critic.q_from_features(&critic.features(&obs, false), &Tensor::zeros([3, 14], (Kind::Float, Device::Cpu)));
+        assert_eq!(q.size(), [3, HEADS]);
+    }
+
+    /// Reference: 4 trajectories × 2 steps; head 0 sees trajectories 0 and 2, head 1 sees 1
+    /// and 3. With q = 0 everywhere, targets 1 and the mask dropping one entry of trajectory
+    /// 2: head 0 = mean([1, 1, 1, 0]) = 0.75, head 1 = mean([1, 1, 1, 1]) = 1 → 1.75.
+    #[test]
+    fn td_loss_splits_trajectories_between_heads() {
+        let q = Tensor::zeros([4, 2, 2], (Kind::Float, Device::Cpu));
+        let targets = Tensor::ones([4, 2], (Kind::Float, Device::Cpu));
+        let mask = Tensor::from_slice(&[1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]).view([4, 2]);
+        let loss = Critic::td_loss(&q, &targets, &mask).double_value(&[]);
+        assert!((loss - 1.75).abs() < 1e-6, "{loss}");
+        // Head 1's prediction on trajectory 0 is never trained: changing it changes nothing.
+        let _ = q.get(0).select(-1, 1).fill_(5.0);
+        assert!((Critic::td_loss(&q, &targets, &mask).double_value(&[]) - 1.75).abs() < 1e-6);
+    }
+}
