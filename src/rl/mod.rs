@@ -1,10 +1,12 @@
-//! Reinforcement learning pieces of RLDT (rldt-algorithm.md §3–§7), so far the pure maths:
-//! [`svgd`] (the transport field; it never sees a critic), [`actor_loss`] (alignment,
-//! consistency, constraint) and [`returns`] (change of reward, success mask, TD(λ)).
+//! Reinforcement learning pieces of RLDT (rldt-algorithm.md §3–§7): [`svgd`] (the transport
+//! field; it never sees a critic), [`actor_loss`] and [`actor`] (the actor objective),
+//! [`critic`] (Q ensemble, TD loss), [`returns`] (change of reward, success mask, TD(λ)),
+//! [`exploration`] (§6), [`toy`] (the paper's 2-D figure). The fine-tuning loop is not here yet.
 
 pub mod actor;
 pub mod actor_loss;
 pub mod critic;
+pub mod exploration;
 pub mod returns;
 pub mod svgd;
 pub mod toy;

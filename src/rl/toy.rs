@@ -86,7 +86,7 @@ pub fn q_and_grad(a: &Tensor) -> (Tensor, Tensor) {
     (q, grad)
 }
 
-fn toy_spec() -> PolicySpec {
+pub fn toy_spec() -> PolicySpec {
     PolicySpec {
         config: PolicyConfig {
             obs_horizon: 1,
