@@ -1,7 +1,10 @@
 //! The pretraining config (`configs/pretrain/*.json`): serde structs with
 //! `deny_unknown_fields` and no defaults, so a committed file states every setting;
 //! [`PretrainConfig::validate`] checks values and relations and names the field.
-//! The resolved config is written into every run directory.
+//! The resolved config is written into every run directory. The fine-tuning config lives in
+//! [`finetune`].
+
+pub mod finetune;
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +125,17 @@ mod tests {
         for name in ["square.json", "square_cpu.json", "square_vit.json", "synthetic_cpu.json"] {
             PretrainConfig::load(&committed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn committed_finetune_configs_are_complete_and_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/finetune");
+        for name in ["square.json", "square_cpu.json", "transport.json"] {
+            finetune::FinetuneConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let mut config = finetune::FinetuneConfig::load(&dir.join("square.json")).unwrap();
+        config.schedule.replay_trajectories = 10;
+        assert!(config.validate().unwrap_err().contains("schedule.replay_trajectories"));
     }
 
     #[test]

@@ -97,7 +97,13 @@ struct Active {
 pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let started_at = std::time::Instant::now();
     let dir = resolve_checkpoint(&options.checkpoint)?;
-    let (_vs, policy) = checkpoint::load(&dir, options.weights, options.device)?;
+    // Fine-tuning checkpoints hold the actor's weights only (no EMA): use them.
+    let weights = if options.weights == Weights::Ema && !dir.join(checkpoint::EMA_WEIGHTS_FILE).exists() {
+        Weights::Online
+    } else {
+        options.weights
+    };
+    let (_vs, policy) = checkpoint::load(&dir, weights, options.device)?;
     let spec = policy.spec().clone();
     let cameras: Vec<String> = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
     let mut sim = SimConfig::for_task(options.task, cameras, spec.image_size.max(1) as usize);

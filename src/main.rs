@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use rldt_vision::bench::pretrain::{bench_pretrain, BenchOptions};
 use rldt_vision::bench::rollout::{bench_rollout, RolloutBenchOptions};
 use rldt_vision::collect::{collect, CollectOptions};
+use rldt_vision::config::finetune::FinetuneConfig;
 use rldt_vision::config::PretrainConfig;
 use rldt_vision::device::{set_threads, DeviceChoice};
 use rldt_vision::eval::{evaluate, EvalOptions};
@@ -16,6 +17,7 @@ use rldt_vision::policy::checkpoint::Weights;
 use rldt_vision::rl::actor::FieldKind;
 use rldt_vision::rl::toy::{run_toy, ToyOptions};
 use rldt_vision::sim::{SimConfig, Task};
+use rldt_vision::train::finetune::{finetune, FinetuneOptions};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
 #[derive(Parser)]
@@ -48,6 +50,27 @@ enum Command {
         #[arg(long)]
         resume: bool,
         /// libtorch threads (0 = all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Fine-tune a pretrained policy with RLDT against simulation rollouts.
+    Finetune {
+        #[arg(long, value_enum)]
+        task: Task,
+        /// Fine-tuning config (default configs/finetune/<task>.json: the paper's settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Pretraining run or checkpoint directory, overriding the config's `pretrained`.
+        #[arg(long)]
+        pretrained: Option<PathBuf>,
+        /// Run directory (default runs/<config name>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run in --run-dir from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -235,6 +258,39 @@ fn main() -> anyhow::Result<()> {
                 summary.last_train_loss,
                 summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
             );
+        }
+        Command::Finetune { task, config, pretrained, run_dir, resume, device, threads } => {
+            let threads = set_threads(threads);
+            let config_path = config.unwrap_or_else(|| PathBuf::from(format!("configs/finetune/{}.json", task.name())));
+            let mut config = if resume && run_dir.is_some() { None } else { Some(FinetuneConfig::load(&config_path)?) };
+            if let Some(config) = config.as_mut() {
+                if config.env.task != task {
+                    anyhow::bail!(
+                        "{}: field `env.task` is {:?}, but --task {}",
+                        config_path.display(),
+                        config.env.task,
+                        task.name()
+                    );
+                }
+                if let Some(pretrained) = pretrained {
+                    config.pretrained = pretrained;
+                }
+            }
+            let run_dir = run_dir
+                .unwrap_or_else(|| PathBuf::from("runs").join(config.as_ref().map_or("finetune", |c| c.name.as_str())));
+            let device = device.resolve()?;
+            eprintln!(
+                "[finetune] device {}, {threads} threads, run directory {}",
+                rldt_vision::device::describe(device),
+                run_dir.display()
+            );
+            let summary = finetune(FinetuneOptions { config, run_dir, device, resume })?;
+            println!("run directory: {}", summary.run_dir.display());
+            println!("checkpoint:    {}", summary.checkpoint.display());
+            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
+            for (iteration, steps, rate) in &summary.evaluations {
+                println!("eval at iteration {iteration} ({steps} env steps): success rate {:.1}%", 100.0 * rate);
+            }
         }
         Command::SynthDataset { out, demos, image_size, seed } => {
             if let Some(parent) = out.parent() {

@@ -35,26 +35,34 @@ pub fn obs_batch(spec: &PolicySpec, histories: &[&VecDeque<Observation>], device
     let mut proprio = Vec::with_capacity((b * to * spec.proprio_dim) as usize);
     for history in histories {
         for obs in history.iter() {
-            for key in &spec.obs.lowdim_keys {
-                let values = obs
-                    .lowdim
-                    .get(key)
-                    .ok_or_else(|| format!("observation lacks low-dim key `{key}` the policy was trained on"))?;
-                proprio.extend(values.iter().map(|&v| v as f32));
-            }
+            proprio.extend(normalized_proprio(spec, obs)?);
         }
     }
-    if proprio.len() != (b * to * spec.proprio_dim) as usize {
+    let proprio = Tensor::from_slice(&proprio).view([b, to, spec.proprio_dim]).to_device(device);
+    Ok(ObsBatch { images, proprio })
+}
+
+/// The policy's low-dim keys of one observation, concatenated in `ObsSpec` order and min-max
+/// normalised with the checkpoint's statistics: [P].
+pub fn normalized_proprio(spec: &PolicySpec, obs: &Observation) -> Result<Vec<f32>, String> {
+    let mut proprio = Vec::with_capacity(spec.proprio_dim as usize);
+    for key in &spec.obs.lowdim_keys {
+        let values = obs
+            .lowdim
+            .get(key)
+            .ok_or_else(|| format!("observation lacks low-dim key `{key}` the policy was trained on"))?;
+        proprio.extend(values.iter().map(|&v| v as f32));
+    }
+    if proprio.len() != spec.proprio_dim as usize {
         return Err(format!(
-            "low-dim keys {:?} give {} numbers per frame, the policy expects {}",
+            "low-dim keys {:?} give {} numbers, the policy expects {}",
             spec.obs.lowdim_keys,
-            proprio.len() as i64 / (b * to).max(1),
+            proprio.len(),
             spec.proprio_dim
         ));
     }
     spec.stats.proprio.normalize_in_place(&mut proprio);
-    let proprio = Tensor::from_slice(&proprio).view([b, to, spec.proprio_dim]).to_device(device);
-    Ok(ObsBatch { images, proprio })
+    Ok(proprio)
 }
 
 /// A history of To observations, padded at the episode start by repeating the first.

@@ -21,14 +21,20 @@ pub struct ShapedRewards {
     pub dones: Tensor,
 }
 
-/// rewards: raw chunk rewards [N, T]; dones: episode ends [N, T] (0/1).
+/// rewards: raw chunk rewards [N, T]; dones: episode ends [N, T] (0/1). The round scale is
+/// the largest reward in `rewards` (all of the round's trajectories are in it).
 pub fn shape_rewards(rewards: &Tensor, dones: &Tensor) -> ShapedRewards {
+    let scale = rewards.max().double_value(&[]).max(1.0);
+    shape_rewards_with_scale(rewards, dones, scale)
+}
+
+/// [`shape_rewards`] with the round's scale given (trajectories shaped one by one).
+pub fn shape_rewards_with_scale(rewards: &Tensor, dones: &Tensor, scale: f64) -> ShapedRewards {
     let rewards = rewards.to_kind(Kind::Float);
     let dones = dones.to_kind(Kind::Float);
     let t_len = rewards.size()[1];
     let previous_reward = Tensor::cat(&[rewards.narrow(1, 0, 1).zeros_like(), rewards.narrow(1, 0, t_len - 1)], 1);
     let previous_done = Tensor::cat(&[dones.narrow(1, 0, 1).zeros_like(), dones.narrow(1, 0, t_len - 1)], 1);
-    let scale = rewards.max().double_value(&[]).max(1.0);
     let changed: Tensor = (&rewards - (1.0 - &previous_done) * previous_reward) / scale;
     let mut cumulative = Vec::with_capacity(t_len as usize);
     let mut cum = changed.select(1, 0);

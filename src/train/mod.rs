@@ -2,6 +2,7 @@
 //! share: EMA weights, the batch loader thread, the metrics log.
 
 pub mod ema;
+pub mod finetune;
 pub mod loader;
 pub mod metrics;
 pub mod pretrain;

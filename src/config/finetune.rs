@@ -1,0 +1,179 @@
+//! The fine-tuning config (`configs/finetune/*.json`, rldt-algorithm.md §3–§7): every setting
+//! explicit, `deny_unknown_fields`, relations checked with the field named. The policy's
+//! architecture (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rl::actor::ActorObjective;
+use crate::sim::Task;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    pub name: String,
+    pub seed: u64,
+    /// Pretraining run or checkpoint directory (`--pretrained` overrides); its EMA weights
+    /// are loaded.
+    pub pretrained: PathBuf,
+    pub env: EnvSettings,
+    pub rollout: RolloutSettings,
+    pub schedule: ScheduleSettings,
+    pub critic: CriticSettings,
+    pub actor: ActorSettings,
+    pub checkpoint: CheckpointSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSettings {
+    pub task: Task,
+    /// Steps per episode (paper Square: 400, Transport: 800).
+    pub horizon: usize,
+    /// false: episodes run their full length and the success mask removes the steps after
+    /// success (the paper); true: robomimic's stop at success.
+    pub stop_on_success: bool,
+    pub mujoco_gl: String,
+    pub init_timeout_s: f64,
+    pub step_timeout_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSettings {
+    /// Parallel simulator workers (paper: 64).
+    pub envs: usize,
+    /// Episodes per env per iteration (paper: 2); each is one trajectory.
+    pub episodes_per_env: usize,
+    /// Denoising steps k whose extrapolation gap scales exploration noise (paper: [6, 7]).
+    pub exploration_steps: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    pub iterations: usize,
+    /// Iteration 0 and every `eval_every`-th are evaluation only (no exploration, no updates).
+    pub eval_every: usize,
+    /// Rounds per iteration (paper: 16), each: a critic batch, critic steps, actor steps.
+    pub rounds: usize,
+    pub critic_steps_per_round: usize,
+    pub actor_steps_per_round: usize,
+    /// Actor steps start at this iteration (before it: critic warm-up; paper: 3).
+    pub actor_start_iteration: usize,
+    /// Trajectories per critic batch (paper: 128), `fresh_fraction` from this iteration, the
+    /// rest from the replay, half successful and half not where possible.
+    pub critic_batch_trajectories: usize,
+    pub fresh_fraction: f64,
+    /// Trajectories whose unmasked states form an actor batch (paper: 16).
+    pub actor_batch_trajectories: usize,
+    /// Replay capacity in trajectories (paper: 1,280).
+    pub replay_trajectories: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticSettings {
+    pub gamma: f64,
+    pub lambda: f64,
+    pub heads_lr: f64,
+    pub encoder_lr: f64,
+    /// Target network: EMA of heads and encoder after every critic step.
+    pub target_ema: f64,
+    /// Fresh policy samples a' per next state for the target (paper: 2).
+    pub target_samples: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferencePolicy {
+    /// v_ref ← the current policy after every iteration (a trust region; the paper's code).
+    PreviousIterate,
+    /// v_ref stays the pretrained policy.
+    Pretrained,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub objective: ActorObjective,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub reference: ReferencePolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSettings {
+    /// Iterations between checkpoints (and after the last).
+    pub every: usize,
+    pub keep: usize,
+}
+
+impl FinetuneConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::Config { file: path.into(), message: e.to_string() })?;
+        config.validate().map_err(|message| Error::Config { file: path.into(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
+        let checks: [(bool, &str, String); 16] = [
+            (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
+            (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
+            (
+                !r.exploration_steps.is_empty() && r.exploration_steps.iter().all(|&k| k >= 0),
+                "rollout.exploration_steps",
+                "a non-empty list of steps ≥ 0".into(),
+            ),
+            (self.env.horizon >= 1, "env.horizon", "must be ≥ 1".into()),
+            (
+                s.iterations >= 1 && s.eval_every >= 1,
+                "schedule.iterations",
+                "iterations and eval_every must be ≥ 1".into(),
+            ),
+            (s.rounds >= 1, "schedule.rounds", "must be ≥ 1".into()),
+            (
+                s.critic_batch_trajectories >= 2,
+                "schedule.critic_batch_trajectories",
+                "must be ≥ 2 (one half per critic head)".into(),
+            ),
+            ((0.0..=1.0).contains(&s.fresh_fraction), "schedule.fresh_fraction", "must be in [0, 1]".into()),
+            (s.actor_batch_trajectories >= 1, "schedule.actor_batch_trajectories", "must be ≥ 1".into()),
+            (
+                s.replay_trajectories >= s.critic_batch_trajectories,
+                "schedule.replay_trajectories",
+                "must hold at least one critic batch".into(),
+            ),
+            (
+                (0.0..=1.0).contains(&c.gamma) && (0.0..=1.0).contains(&c.lambda),
+                "critic.gamma",
+                "gamma and lambda must be in [0, 1]".into(),
+            ),
+            (c.heads_lr > 0.0 && c.encoder_lr >= 0.0, "critic.heads_lr", "heads_lr > 0 and encoder_lr ≥ 0".into()),
+            (
+                (0.0..1.0).contains(&c.target_ema) && c.target_samples >= 1,
+                "critic.target_ema",
+                "target_ema in [0, 1) and target_samples ≥ 1".into(),
+            ),
+            (a.objective.particles >= 2, "actor.objective.particles", "must be ≥ 2".into()),
+            (a.lr > 0.0, "actor.lr", "must be > 0".into()),
+            (
+                self.checkpoint.every >= 1 && self.checkpoint.keep >= 1,
+                "checkpoint.every",
+                "every and keep must be ≥ 1".into(),
+            ),
+        ];
+        for (ok, field, message) in checks {
+            if !ok {
+                return Err(format!("field `{field}`: {message}"));
+            }
+        }
+        Ok(())
+    }
+}

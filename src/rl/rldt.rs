@@ -1,0 +1,294 @@
+//! `Rldt`: what RLDT trains and how, one update at a time (rldt-algorithm.md §3–§5). It owns
+//! the actor (the flow policy), the reference policy v_ref, the critic and its EMA target,
+//! and one AdamW per VarStore. The loop that calls it is `train::finetune`.
+//!
+//! Critic step (one call = one gradient step on a batch of N trajectories of T chunks):
+//!   Q̄_{t+1} = clip(mean over 2 fresh policy samples a' of min over target heads
+//!             Q_target(s_{t+1}, a'), 0, 1);  G = TD(λ)(r', d', Q̄);
+//!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod 2);
+//!   one augmentation of the images per call; target ← EMA after the step.
+//! Actor step: the objective of `rl::actor` on all unmasked states of the given trajectories,
+//! with ∇_a Q = the mean of the two online heads' gradients at the particles.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tch::{nn, Device, Kind, Tensor};
+
+use super::actor::{actor_objective, ActorStats};
+use super::critic::{init_encoder_from_actor, Critic};
+use super::replay::Trajectory;
+use super::returns::td_lambda;
+use crate::config::finetune::{ActorSettings, CriticSettings, ReferencePolicy};
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use crate::policy::checkpoint::{self, Weights};
+use crate::policy::{FlowPolicy, ObsBatch};
+use crate::train::ema::Ema;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CriticStats {
+    pub td_loss: f64,
+    pub q_mean: f64,
+    pub target_mean: f64,
+    pub next_value_mean: f64,
+}
+
+pub struct Rldt {
+    pub actor_vs: nn::VarStore,
+    pub actor: FlowPolicy,
+    pub reference_vs: nn::VarStore,
+    pub reference: FlowPolicy,
+    pub critic_vs: nn::VarStore,
+    pub critic: Critic,
+    pub target_vs: nn::VarStore,
+    pub target: Critic,
+    target_ema: Ema,
+    pub actor_optimizer: AdamW,
+    pub critic_optimizer: AdamW,
+    critic_settings: CriticSettings,
+    actor_settings: ActorSettings,
+    /// Actor steps taken (for the learning-rate warm-up).
+    pub actor_steps: i64,
+}
+
+fn tch_error(path: &Path) -> impl Fn(tch::TchError) -> Error + '_ {
+    move |source| Error::Tch { path: path.into(), source }
+}
+
+impl Rldt {
+    /// Actor and reference from the pretrained checkpoint's EMA weights; critic encoder
+    /// initialised from the actor's; target = critic.
+    pub fn new(
+        pretrained: &Path,
+        critic_settings: &CriticSettings,
+        actor_settings: &ActorSettings,
+        device: Device,
+    ) -> Result<Self> {
+        let (actor_vs, actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        let (reference_vs, reference) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        let spec = actor.spec().clone();
+        let critic_vs = nn::VarStore::new(device);
+        let critic = Critic::new(&critic_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
+        init_encoder_from_actor(&critic_vs, &actor_vs)
+            .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
+        let mut target_vs = nn::VarStore::new(device);
+        let target = Critic::new(&target_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
+        let target_ema =
+            Ema::new(&critic_vs, &mut target_vs, critic_settings.target_ema).map_err(tch_error(pretrained))?;
+        let actor_optimizer = AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0);
+        let critic_optimizer = AdamW::new(&critic_vs, 0.9, 0.999, 1e-8, 0.0)
+            .with_lr_factor("encoder.", critic_settings.encoder_lr / critic_settings.heads_lr);
+        Ok(Self {
+            actor_vs,
+            actor,
+            reference_vs,
+            reference,
+            critic_vs,
+            critic,
+            target_vs,
+            target,
+            target_ema,
+            actor_optimizer,
+            critic_optimizer,
+            critic_settings: critic_settings.clone(),
+            actor_settings: actor_settings.clone(),
+            actor_steps: 0,
+        })
+    }
+
+    fn device(&self) -> Device {
+        self.actor.device()
+    }
+
+    /// Observations at the given (trajectory, frame) pairs: ObsBatch with B = pairs.
+    fn states(&self, pairs: &[(&Trajectory, usize)]) -> ObsBatch {
+        let spec = self.actor.spec();
+        let (s, p) = (spec.image_size as usize, spec.proprio_dim as usize);
+        let frame = s * s * 3;
+        let b = pairs.len() as i64;
+        let images = (0..spec.obs.image_keys.len())
+            .map(|camera| {
+                let mut bytes = Vec::with_capacity(pairs.len() * frame);
+                for (trajectory, t) in pairs {
+                    bytes.extend_from_slice(&trajectory.images[camera][t * frame..(t + 1) * frame]);
+                }
+                Tensor::from_slice(&bytes).view([b, 1, s as i64, s as i64, 3]).to_device(self.device())
+            })
+            .collect();
+        let mut proprio = Vec::with_capacity(pairs.len() * p);
+        for (trajectory, t) in pairs {
+            proprio.extend_from_slice(&trajectory.proprio[t * p..(t + 1) * p]);
+        }
+        ObsBatch { images, proprio: Tensor::from_slice(&proprio).view([b, 1, p as i64]).to_device(self.device()) }
+    }
+
+    /// Executed numbers of a full chunk: [N, D] → [N, Ta·A].
+    fn executed(&self, chunk: &Tensor) -> Tensor {
+        let spec = self.actor.spec();
+        chunk.narrow(1, 0, spec.config.exec_horizon * spec.action_dim)
+    }
+
+    /// One critic step on N trajectories of equal length T.
+    pub fn critic_step(&mut self, trajectories: &[&Trajectory], critic_lr: f64) -> Result<CriticStats> {
+        let (n, t_len) = (trajectories.len(), trajectories[0].chunks);
+        if trajectories.iter().any(|t| t.chunks != t_len) {
+            return Err(Error::Device(
+                "critic batch: trajectories of different lengths (finetuning needs full-length episodes)".into(),
+            ));
+        }
+        let device = self.device();
+        let current: Vec<(&Trajectory, usize)> =
+            trajectories.iter().flat_map(|tr| (0..t_len).map(move |t| (*tr, t))).collect();
+        let next: Vec<(&Trajectory, usize)> =
+            trajectories.iter().flat_map(|tr| (1..=t_len).map(move |t| (*tr, t))).collect();
+        let field = |f: fn(&Trajectory) -> &Vec<f32>| -> Tensor {
+            let values: Vec<f32> = trajectories.iter().flat_map(|tr| f(tr).iter().copied()).collect();
+            Tensor::from_slice(&values).view([n as i64, t_len as i64]).to_device(device)
+        };
+        let (rewards, dones, mask) = (field(|t| &t.rewards), field(|t| &t.dones), field(|t| &t.mask));
+
+        // Targets, without gradient.
+        let next_obs = self.states(&next);
+        let next_values = tch::no_grad(|| {
+            let cond = self.actor.condition(&next_obs, false);
+            let features = self.target.features(&next_obs, false);
+            let samples = self.critic_settings.target_samples as i64;
+            let rows = cond.size()[0];
+            let cond = cond.repeat([samples, 1]);
+            let chain = self.actor.sample_chain(&cond, &self.actor.initial_noise(rows * samples, false));
+            let a_next = self.executed(&chain.get(self.actor.spec().config.num_denoising_steps));
+            let q = self.target.q_from_features(&features.repeat([samples, 1]), &a_next); // [S·rows, heads]
+            let q_min = q.min_dim(-1, false).0.view([samples, rows]).mean_dim(0, false, Kind::Float);
+            q_min.clamp(0.0, 1.0).view([n as i64, t_len as i64])
+        });
+        let targets =
+            td_lambda(&rewards, &dones, &next_values, self.critic_settings.gamma, self.critic_settings.lambda);
+
+        // The step: one augmentation of the images (the critic encoder's, train = true).
+        let obs = self.states(&current);
+        let actions: Vec<f32> = trajectories.iter().flat_map(|tr| tr.actions.iter().copied()).collect();
+        let actions = Tensor::from_slice(&actions).view([(n * t_len) as i64, -1]).to_device(device);
+        let q =
+            self.critic.q_from_features(&self.critic.features(&obs, true), &actions).view([n as i64, t_len as i64, -1]);
+        let loss = Critic::td_loss(&q, &targets, &mask);
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(Error::NonFinite {
+                step: 0,
+                what: "critic/td_loss".into(),
+                value: loss_value,
+                checkpoints: Default::default(),
+            });
+        }
+        self.critic_optimizer.zero_grad();
+        loss.backward();
+        self.critic_optimizer.step(critic_lr);
+        self.target_ema.update();
+        Ok(CriticStats {
+            td_loss: loss_value,
+            q_mean: q.mean(Kind::Float).double_value(&[]),
+            target_mean: targets.mean(Kind::Float).double_value(&[]),
+            next_value_mean: next_values.mean(Kind::Float).double_value(&[]),
+        })
+    }
+
+    /// One actor step on every unmasked state of `trajectories`.
+    pub fn actor_step(&mut self, trajectories: &[&Trajectory]) -> Result<Option<ActorStats>> {
+        let states: Vec<(&Trajectory, usize)> = trajectories
+            .iter()
+            .flat_map(|tr| (0..tr.chunks).filter(|&t| tr.mask[t] > 0.5).map(move |t| (*tr, t)))
+            .collect();
+        if states.is_empty() {
+            return Ok(None);
+        }
+        let obs = self.states(&states);
+        let particles = self.actor_settings.objective.particles;
+        let features =
+            tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
+        let (exec, d) =
+            (self.actor.spec().config.exec_horizon * self.actor.spec().action_dim, self.actor.action_numbers());
+        let critic = &self.critic;
+        let q_grad = |actions: &Tensor| -> Tensor {
+            let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
+            let q = critic.q_from_features(&features, &executed).mean_dim(-1, false, Kind::Float).sum(Kind::Float);
+            let grad = Tensor::run_backward(&[q], &[&executed], false, false).remove(0);
+            if exec < d {
+                Tensor::cat(&[grad, Tensor::zeros([actions.size()[0], d - exec], (Kind::Float, actions.device()))], 1)
+            } else {
+                grad
+            }
+        };
+        let out = actor_objective(&self.actor, &self.reference, &obs, &q_grad, &self.actor_settings.objective);
+        if !out.stats.loss.is_finite() {
+            return Err(Error::NonFinite {
+                step: 0,
+                what: "actor/loss".into(),
+                value: out.stats.loss,
+                checkpoints: Default::default(),
+            });
+        }
+        self.actor_optimizer.zero_grad();
+        out.loss.backward();
+        self.actor_steps += 1;
+        let warmup = (self.actor_steps as f64 / self.actor_settings.warmup_steps.max(1) as f64).min(1.0);
+        self.actor_optimizer.step(self.actor_settings.lr * warmup);
+        Ok(Some(out.stats))
+    }
+
+    /// After every iteration: v_ref ← the current policy (previous-iterate reference).
+    pub fn end_iteration(&mut self) -> Result<()> {
+        if self.actor_settings.reference == ReferencePolicy::PreviousIterate {
+            self.reference_vs.copy(&self.actor_vs).map_err(|source| Error::Tch { path: "reference".into(), source })?;
+        }
+        Ok(())
+    }
+}
+
+/// File names of an RLDT checkpoint (beside `policy.json` / `policy.safetensors`, which make
+/// it loadable by `eval` like any policy checkpoint).
+pub const REFERENCE_FILE: &str = "reference.safetensors";
+pub const CRITIC_FILE: &str = "critic.safetensors";
+pub const TARGET_FILE: &str = "critic_target.safetensors";
+pub const ACTOR_OPTIMIZER_FILE: &str = "actor_optimizer.safetensors";
+pub const CRITIC_OPTIMIZER_FILE: &str = "critic_optimizer.safetensors";
+
+/// Optimizer step counts saved with the weights (the moments are in the safetensors files).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RldtCounters {
+    pub actor_steps: i64,
+    pub actor_optimizer_steps: i64,
+    pub critic_optimizer_steps: i64,
+}
+
+impl Rldt {
+    /// Writes every network and optimizer state into `dir` (a pending checkpoint).
+    pub fn save(&self, dir: &Path) -> Result<RldtCounters> {
+        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
+        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::save_weights(&self.reference_vs, &dir.join(REFERENCE_FILE))?;
+        checkpoint::save_weights(&self.critic_vs, &dir.join(CRITIC_FILE))?;
+        checkpoint::save_weights(&self.target_vs, &dir.join(TARGET_FILE))?;
+        self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;
+        self.critic_optimizer.save(&dir.join(CRITIC_OPTIMIZER_FILE))?;
+        Ok(RldtCounters {
+            actor_steps: self.actor_steps,
+            actor_optimizer_steps: self.actor_optimizer.steps_taken(),
+            critic_optimizer_steps: self.critic_optimizer.steps_taken(),
+        })
+    }
+
+    /// Restores what [`save`](Self::save) wrote.
+    pub fn load(&mut self, dir: &Path, counters: RldtCounters) -> Result<()> {
+        checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::load_weights(&mut self.reference_vs, &dir.join(REFERENCE_FILE))?;
+        checkpoint::load_weights(&mut self.critic_vs, &dir.join(CRITIC_FILE))?;
+        checkpoint::load_weights(&mut self.target_vs, &dir.join(TARGET_FILE))?;
+        self.actor_optimizer.load(&dir.join(ACTOR_OPTIMIZER_FILE), counters.actor_optimizer_steps)?;
+        self.critic_optimizer.load(&dir.join(CRITIC_OPTIMIZER_FILE), counters.critic_optimizer_steps)?;
+        self.actor_steps = counters.actor_steps;
+        Ok(())
+    }
+}
