@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn committed_configs_are_complete_and_valid() {
-        for name in ["square.json", "square_cpu.json", "square_vit.json", "synthetic_cpu.json"] {
+        for name in ["square.json", "square_cpu.json", "square_vit.json", "synthetic_cpu.json", "lift_cpu.json"] {
             PretrainConfig::load(&committed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn committed_finetune_configs_are_complete_and_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/finetune");
-        for name in ["square.json", "square_cpu.json", "transport.json"] {
+        for name in ["square.json", "square_cpu.json", "transport.json", "lift_cpu.json"] {
             finetune::FinetuneConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let mut config = finetune::FinetuneConfig::load(&dir.join("square.json")).unwrap();
