@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rldt_vision::bench::finetune::{bench_finetune, FinetuneBenchOptions};
 use rldt_vision::bench::pretrain::{bench_pretrain, BenchOptions};
 use rldt_vision::bench::rollout::{bench_rollout, RolloutBenchOptions};
 use rldt_vision::collect::{collect, CollectOptions};
@@ -180,6 +181,38 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Seconds per critic step and per actor step of RLDT at chosen shapes (optionally vs
+    /// PyTorch eager doing the same computation).
+    Finetune {
+        #[arg(long, default_value = "configs/pretrain/square.json")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 96)]
+        image_size: usize,
+        #[arg(long, default_value_t = 9)]
+        proprio_dim: usize,
+        #[arg(long, default_value_t = 7)]
+        action_dim: usize,
+        /// Trajectories per critic batch (paper: 128; memory-bound on CPU).
+        #[arg(long, default_value_t = 128)]
+        critic_trajectories: usize,
+        /// Trajectories whose states form the actor batch (paper: 16).
+        #[arg(long, default_value_t = 16)]
+        actor_trajectories: usize,
+        /// Chunks per trajectory (paper: 100).
+        #[arg(long, default_value_t = 100)]
+        chunks: usize,
+        #[arg(long, default_value_t = 8)]
+        particles: i64,
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Run scripts/bench_finetune_torch.py with this Python in the same invocation.
+        #[arg(long)]
+        torch: Option<PathBuf>,
+    },
     /// Env steps/s for 1..N workers: chunk-end vs per-step rendering, vs a DPPO-style Python
     /// loop (every step rendered), and worker memory.
     Rollout {
@@ -414,6 +447,41 @@ fn main() -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&run_toy(&options))?);
                 }
             }
+        }
+        Command::Bench {
+            which:
+                Bench::Finetune {
+                    config,
+                    image_size,
+                    proprio_dim,
+                    action_dim,
+                    critic_trajectories,
+                    actor_trajectories,
+                    chunks,
+                    particles,
+                    steps,
+                    device,
+                    threads,
+                    torch,
+                },
+        } => {
+            let threads = set_threads(threads);
+            let options = FinetuneBenchOptions {
+                config: PretrainConfig::load(&config)?,
+                image_size,
+                proprio_dim,
+                action_dim,
+                critic_trajectories,
+                actor_trajectories,
+                chunks,
+                particles,
+                steps,
+                device: device.resolve()?,
+                threads,
+                torch_python: torch,
+                scratch_dir: PathBuf::from("data/bench"),
+            };
+            println!("{}", serde_json::to_string_pretty(&bench_finetune(&options)?)?);
         }
         Command::Bench {
             which: Bench::Rollout { task, cameras, image_size, max_workers, exec_horizon, chunks, no_python, mujoco_gl },

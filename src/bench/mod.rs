@@ -1,6 +1,7 @@
 //! Benchmarks (`rldt-vision bench …`): commands that print JSON figures with the machine
 //! they ran on. Not tests: nothing here asserts speed.
 
+pub mod finetune;
 pub mod pretrain;
 pub mod rollout;
 
