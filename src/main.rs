@@ -171,6 +171,10 @@ enum Command {
         /// Reset v_ref to the current policy every N actor steps; 0 = frozen pretrained.
         #[arg(long, default_value_t = 10)]
         reference_every: i64,
+        #[arg(long, default_value_t = 0.5)]
+        consistency_weight: f64,
+        #[arg(long, default_value_t = 0.2)]
+        constraint_weight: f64,
     },
     /// Benchmarks; print JSON.
     Bench {
@@ -430,7 +434,16 @@ fn main() -> anyhow::Result<()> {
                 println!("video: {}", video.display());
             }
         }
-        Command::Toy { fields, seeds, actor_steps, actor_lr, temperature_scale, reference_every } => {
+        Command::Toy {
+            fields,
+            seeds,
+            actor_steps,
+            actor_lr,
+            temperature_scale,
+            reference_every,
+            consistency_weight,
+            constraint_weight,
+        } => {
             set_threads(0);
             for field in &fields {
                 let field = match field.as_str() {
@@ -444,6 +457,8 @@ fn main() -> anyhow::Result<()> {
                     options.actor_lr = actor_lr;
                     options.temperature_scale = temperature_scale;
                     options.reference_every = reference_every;
+                    options.consistency_weight = consistency_weight;
+                    options.constraint_weight = constraint_weight;
                     println!("{}", serde_json::to_string(&run_toy(&options))?);
                 }
             }

@@ -54,6 +54,9 @@ pub struct ToyOptions {
     pub samples: i64,
     /// α(s) = scale × mean ‖∇Q‖ (paper: 0.001).
     pub temperature_scale: f64,
+    /// Loss weights (paper: 0.5 and 0.2).
+    pub consistency_weight: f64,
+    pub constraint_weight: f64,
 }
 
 impl ToyOptions {
@@ -68,6 +71,8 @@ impl ToyOptions {
             states_per_step: 16,
             samples: 2000,
             temperature_scale: 0.001,
+            consistency_weight: 0.5,
+            constraint_weight: 0.2,
         }
     }
 }
@@ -160,6 +165,8 @@ pub fn run_toy(options: &ToyOptions) -> ToyReport {
     let objective = ActorObjective {
         field: options.field,
         temperature_scale: options.temperature_scale,
+        consistency_weight: options.consistency_weight,
+        constraint_weight: options.constraint_weight,
         ..ActorObjective::paper()
     };
     let q_grad = |a: &Tensor| q_and_grad(a).1;
