@@ -262,6 +262,13 @@ enum Bench {
     },
 }
 
+/// Where a training run put its outputs.
+fn print_run_outputs(run_dir: &std::path::Path, checkpoint: &std::path::Path) {
+    println!("run directory: {}", run_dir.display());
+    println!("checkpoint:    {}", checkpoint.display());
+    println!("metrics:       {}", run_dir.join("metrics.jsonl").display());
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -285,9 +292,7 @@ fn main() -> anyhow::Result<()> {
                 run_dir.display()
             );
             let summary = pretrain(PretrainOptions { config, run_dir, device, resume })?;
-            println!("run directory: {}", summary.run_dir.display());
-            println!("checkpoint:    {}", summary.checkpoint.display());
-            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
+            print_run_outputs(&summary.run_dir, &summary.checkpoint);
             println!(
                 "steps {}{}, last train flow loss {:.4}{}",
                 summary.steps,
@@ -322,9 +327,7 @@ fn main() -> anyhow::Result<()> {
                 run_dir.display()
             );
             let summary = finetune(FinetuneOptions { config, run_dir, device, resume })?;
-            println!("run directory: {}", summary.run_dir.display());
-            println!("checkpoint:    {}", summary.checkpoint.display());
-            println!("metrics:       {}", summary.run_dir.join("metrics.jsonl").display());
+            print_run_outputs(&summary.run_dir, &summary.checkpoint);
             for (iteration, steps, rate) in &summary.evaluations {
                 println!("eval at iteration {iteration} ({steps} env steps): success rate {:.1}%", 100.0 * rate);
             }

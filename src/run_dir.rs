@@ -57,6 +57,38 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Opens a run directory for a new run or a resumed one. A new run refuses a directory that
+/// already holds a checkpoint; `--resume` needs one and continues the run's own
+/// `config.json` (a config given must equal it). Returns the config and the checkpoint to
+/// resume from.
+pub fn open_run<C: PartialEq>(
+    run_dir: &Path,
+    resume: bool,
+    given: Option<C>,
+    load: impl Fn(&Path) -> Result<C>,
+) -> Result<(C, Option<PathBuf>)> {
+    let run_error = |message: &str| Error::RunDir { dir: run_dir.into(), message: message.into() };
+    let latest = latest_checkpoint(run_dir)?;
+    match (resume, latest) {
+        (false, Some(found)) => Err(Error::RunDir {
+            dir: run_dir.into(),
+            message: format!(
+                "already holds checkpoint {}; pass --resume to continue it, or choose another --run-dir",
+                found.display()
+            ),
+        }),
+        (true, None) => Err(run_error("nothing to resume: no complete checkpoint (checkpoints/latest)")),
+        (true, Some(found)) => {
+            let saved = load(&run_dir.join("config.json"))?;
+            if given.is_some_and(|given| given != saved) {
+                return Err(run_error("--resume continues the run's own config.json; the config given differs (omit --config, or start a new --run-dir)"));
+            }
+            Ok((saved, Some(found)))
+        }
+        (false, None) => Ok((given.ok_or_else(|| run_error("no config given"))?, None)),
+    }
+}
+
 /// A checkpoint being written; [`commit`](Self::commit) makes it visible.
 pub struct PendingCheckpoint {
     partial: PathBuf,

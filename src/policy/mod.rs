@@ -105,6 +105,18 @@ impl PolicyConfig {
     }
 }
 
+/// VarStore names of a spec's image encoders (`encoder.<name>.*`): one shared encoder
+/// (`shared`), one per camera (the image key), or none for a low-dim-only policy. The critic
+/// uses the same names, so its encoder can be copied from the actor's.
+pub fn encoder_names(spec: &PolicySpec) -> Vec<String> {
+    let cameras = &spec.obs.image_keys;
+    match (cameras.is_empty(), spec.config.encoder.share_across_cameras) {
+        (true, _) => Vec::new(),
+        (false, true) => vec!["shared".into()],
+        (false, false) => cameras.clone(),
+    }
+}
+
 #[derive(Debug)]
 pub struct FlowPolicy {
     spec: PolicySpec,
@@ -123,12 +135,7 @@ impl FlowPolicy {
         spec.config.validate()?;
         let cameras = &spec.obs.image_keys;
         let encoder_config = &spec.config.encoder;
-        // One shared encoder, one per camera, or none for a low-dim-only policy.
-        let names: Vec<String> = match (cameras.is_empty(), encoder_config.share_across_cameras) {
-            (true, _) => Vec::new(),
-            (false, true) => vec!["shared".into()],
-            (false, false) => cameras.clone(),
-        };
+        let names = encoder_names(&spec);
         let encoders = names
             .iter()
             .map(|name| {

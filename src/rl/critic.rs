@@ -29,11 +29,7 @@ impl Critic {
     /// copied from the actor), `heads.{h}.{0..3}`.
     pub fn new(vs: &nn::Path, spec: &PolicySpec) -> Result<Self, rldt_encoders::EncoderConfigError> {
         let cameras = &spec.obs.image_keys;
-        let names: Vec<String> = match (cameras.is_empty(), spec.config.encoder.share_across_cameras) {
-            (true, _) => Vec::new(),
-            (false, true) => vec!["shared".into()],
-            (false, false) => cameras.clone(),
-        };
+        let names = crate::policy::encoder_names(spec);
         let encoders = names
             .iter()
             .map(|name| {

@@ -29,6 +29,22 @@ pub struct Trajectory {
 }
 
 impl Trajectory {
+    /// A trajectory with no frames yet, for `cameras` cameras.
+    pub fn empty(cameras: usize) -> Self {
+        Self {
+            images: vec![Vec::new(); cameras],
+            proprio: vec![],
+            actions: vec![],
+            raw_rewards: vec![],
+            raw_dones: vec![],
+            rewards: vec![],
+            mask: vec![],
+            dones: vec![],
+            success: false,
+            chunks: 0,
+        }
+    }
+
     pub fn memory_bytes(&self) -> usize {
         self.images.iter().map(Vec::len).sum::<usize>()
             + 4 * (self.proprio.len() + self.actions.len() + 5 * self.chunks)
@@ -91,18 +107,7 @@ mod tests {
     use super::*;
 
     fn trajectory(success: bool) -> Trajectory {
-        Trajectory {
-            images: vec![],
-            proprio: vec![],
-            actions: vec![],
-            raw_rewards: vec![],
-            raw_dones: vec![],
-            rewards: vec![],
-            mask: vec![],
-            dones: vec![],
-            success,
-            chunks: 0,
-        }
+        Trajectory { success, ..Trajectory::empty(0) }
     }
 
     #[test]

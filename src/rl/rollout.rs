@@ -66,18 +66,7 @@ pub fn collect_round(
         if seeds.iter().any(Option::is_some) {
             for (i, obs) in envs.reset(&seeds).map_err(sim_error)?.into_iter().enumerate() {
                 if let Some(obs) = obs {
-                    let mut trajectory = Trajectory {
-                        images: vec![Vec::new(); spec.obs.image_keys.len()],
-                        proprio: vec![],
-                        actions: vec![],
-                        raw_rewards: vec![],
-                        raw_dones: vec![],
-                        rewards: vec![],
-                        mask: vec![],
-                        dones: vec![],
-                        success: false,
-                        chunks: 0,
-                    };
+                    let mut trajectory = Trajectory::empty(spec.obs.image_keys.len());
                     record_frame(&mut trajectory, policy, &obs)?;
                     running[i] =
                         Some(Running { history: start_history(obs, spec.config.obs_horizon as usize), trajectory });

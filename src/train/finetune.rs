@@ -69,25 +69,8 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
 
     // ---- Run directory: fresh, or resume from the latest checkpoint ---------------------
-    let latest = run_dir::latest_checkpoint(&run_dir)?;
+    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), FinetuneConfig::load)?;
     let config_path = run_dir.join("config.json");
-    let config = match (options.resume, &latest) {
-        (false, Some(found)) => {
-            return Err(run_error(format!(
-                "already holds checkpoint {}; pass --resume to continue it, or choose another --run-dir",
-                found.display()
-            )))
-        }
-        (true, None) => return Err(run_error("nothing to resume: no complete checkpoint (checkpoints/latest)".into())),
-        (true, Some(_)) => {
-            let saved = FinetuneConfig::load(&config_path)?;
-            if options.config.as_ref().is_some_and(|given| *given != saved) {
-                return Err(run_error("--resume continues the run's own config.json; the config given differs".into()));
-            }
-            saved
-        }
-        (false, None) => options.config.clone().ok_or_else(|| run_error("no config given".into()))?,
-    };
     if config.env.stop_on_success {
         return Err(Error::Config { file: config_path.clone(), message: "field `env.stop_on_success`: fine-tuning needs full-length episodes (false): the success mask handles the steps after success".into() });
     }

@@ -70,27 +70,8 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
 
     // ---- Run directory: fresh, or resume from the latest checkpoint ---------------------
-    let latest = run_dir::latest_checkpoint(&run_dir)?;
+    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), PretrainConfig::load)?;
     let config_path = run_dir.join("config.json");
-    let config = match (options.resume, &latest) {
-        (false, Some(found)) => {
-            return Err(run_error(format!(
-                "already holds checkpoint {}; pass --resume to continue it, or choose another --run-dir",
-                found.display()
-            )))
-        }
-        (true, None) => return Err(run_error("nothing to resume: no complete checkpoint (checkpoints/latest)".into())),
-        (true, Some(_)) => {
-            let saved = PretrainConfig::load(&config_path)?;
-            if let Some(given) = &options.config {
-                if *given != saved {
-                    return Err(run_error("--resume continues the run's own config.json; the config given differs (omit --config, or start a new --run-dir)".into()));
-                }
-            }
-            saved
-        }
-        (false, None) => options.config.clone().ok_or_else(|| run_error("no config given".into()))?,
-    };
     std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
     let schedule = config.train.clone();
 
