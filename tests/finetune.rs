@@ -22,9 +22,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn pretrained() -> PathBuf {
+/// A tiny pretrained run in its own scratch directory (tests run in parallel).
+fn pretrained(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = scratch("pretrained");
+    let dir = scratch(name);
     let data = dir.join("synthetic.hdf5");
     write_synthetic(&data, SyntheticSpec { demos: 10, image_size: 32, seed: 1 }).unwrap();
     let mut config = PretrainConfig::load(&root.join("configs/pretrain/synthetic_cpu.json")).unwrap();
@@ -72,7 +73,7 @@ fn metric_lines(run_dir: &Path) -> Vec<Value> {
 
 #[test]
 fn finetune_runs_evaluates_and_resumes() {
-    let pretrained = pretrained();
+    let pretrained = pretrained("pretrained_run");
     let config = tiny(&pretrained);
     let run_dir = scratch("run");
     let summary = finetune(FinetuneOptions {
@@ -140,4 +141,32 @@ fn finetune_runs_evaluates_and_resumes() {
             .unwrap();
     assert_eq!(state["iteration"], 4);
     assert!(state["counters"]["actor_steps"].as_i64().unwrap() >= 2);
+}
+
+/// An exploding critic (learning rate 1e30) stops the run with a NonFinite error at the
+/// iteration where it happened, and the last checkpoint (the evaluation iteration's) is
+/// intact and loads.
+#[test]
+fn a_diverging_finetune_stops_and_keeps_the_last_checkpoint() {
+    let pretrained = pretrained("pretrained_diverge");
+    let mut config = tiny(&pretrained);
+    config.critic.heads_lr = 1e30;
+    config.critic.encoder_lr = 1e30;
+    config.schedule.critic_steps_per_round = 4;
+    let run_dir = scratch("diverge");
+    let err = finetune(FinetuneOptions {
+        config: Some(config),
+        run_dir: run_dir.clone(),
+        device: Device::Cpu,
+        resume: false,
+    })
+    .err()
+    .expect("the run must stop");
+    let message = err.to_string();
+    assert!(matches!(err, rldt_vision::Error::NonFinite { step: 1, .. }), "{message}");
+    assert!(message.contains("critic/td_loss") && message.contains("checkpoint"), "{message}");
+    let latest = rldt_vision::run_dir::latest_checkpoint(&run_dir).unwrap().expect("iteration 0's checkpoint");
+    assert!(latest.ends_with("step_00000001"));
+    rldt_vision::policy::checkpoint::load(&latest, rldt_vision::policy::checkpoint::Weights::Online, Device::Cpu)
+        .unwrap();
 }
