@@ -161,6 +161,9 @@ pub enum Command {
         consistency_weight: f64,
         #[arg(long, default_value_t = 0.2)]
         constraint_weight: f64,
+        /// A fixed kernel bandwidth h instead of the median rule.
+        #[arg(long)]
+        fixed_bandwidth: Option<f64>,
     },
     /// Benchmarks; print JSON.
     Bench {

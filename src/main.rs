@@ -208,6 +208,7 @@ fn main() -> anyhow::Result<()> {
             reference_every,
             consistency_weight,
             constraint_weight,
+            fixed_bandwidth,
         } => {
             set_threads(0);
             for field in &fields {
@@ -224,6 +225,7 @@ fn main() -> anyhow::Result<()> {
                     options.reference_every = reference_every;
                     options.consistency_weight = consistency_weight;
                     options.constraint_weight = constraint_weight;
+                    options.fixed_bandwidth = fixed_bandwidth;
                     println!("{}", serde_json::to_string(&run_toy(&options))?);
                 }
             }

@@ -16,7 +16,7 @@ use rldt_encoders::{Augmentation, BackboneConfig, EncoderConfig};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::actor::{actor_objective, ActorObjective, FieldKind};
+use super::actor::{actor_objective, ActorObjective, BandwidthKind, FieldKind};
 use crate::optim::AdamW;
 use crate::policy::{FlowPolicy, ObsBatch, PolicyConfig, PolicySpec, VelocityHeadConfig};
 
@@ -57,6 +57,8 @@ pub struct ToyOptions {
     /// Loss weights (paper: 0.5 and 0.2).
     pub consistency_weight: f64,
     pub constraint_weight: f64,
+    /// A fixed kernel bandwidth h instead of the median rule.
+    pub fixed_bandwidth: Option<f64>,
 }
 
 impl ToyOptions {
@@ -73,6 +75,7 @@ impl ToyOptions {
             temperature_scale: 0.001,
             consistency_weight: 0.5,
             constraint_weight: 0.2,
+            fixed_bandwidth: None,
         }
     }
 }
@@ -167,6 +170,8 @@ pub fn run_toy(options: &ToyOptions) -> ToyReport {
         temperature_scale: options.temperature_scale,
         consistency_weight: options.consistency_weight,
         constraint_weight: options.constraint_weight,
+        bandwidth: if options.fixed_bandwidth.is_some() { BandwidthKind::Fixed } else { BandwidthKind::Median },
+        fixed_bandwidth: options.fixed_bandwidth.unwrap_or(1.0),
         ..ActorObjective::paper()
     };
     let q_grad = |a: &Tensor| q_and_grad(a).1;
