@@ -62,14 +62,31 @@ pub struct PretrainSchedule {
     pub loader_prefetch: usize,
 }
 
+/// Reads a JSON config (unknown keys rejected by its serde attributes), then `validate`s it;
+/// errors name the file and the field.
+pub fn load_validated<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&C) -> std::result::Result<(), String>,
+) -> Result<C> {
+    let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
+    let config: C =
+        serde_json::from_str(&text).map_err(|e| Error::Config { file: path.into(), message: e.to_string() })?;
+    validate(&config).map_err(|message| Error::Config { file: path.into(), message })?;
+    Ok(config)
+}
+
+/// The first failed (ok, field, message) check as "field `f`: message".
+pub fn first_failure<'a>(checks: impl IntoIterator<Item = (bool, &'a str, String)>) -> std::result::Result<(), String> {
+    match checks.into_iter().find(|(ok, _, _)| !ok) {
+        Some((_, field, message)) => Err(format!("field `{field}`: {message}")),
+        None => Ok(()),
+    }
+}
+
 impl PretrainConfig {
     /// Reads and validates a config file; errors name the file and the field.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| Error::Config { file: path.into(), message: e.to_string() })?;
-        config.validate().map_err(|message| Error::Config { file: path.into(), message })?;
-        Ok(config)
+        load_validated(path, Self::validate)
     }
 
     /// Checks values and relations; the message starts with the field path.
@@ -103,11 +120,7 @@ impl PretrainConfig {
                 "needs at least one image or low-dim key".into(),
             ),
         ];
-        for (ok, field, message) in checks {
-            if !ok {
-                return Err(format!("field `{field}`: {message}"));
-            }
-        }
+        first_failure(checks)?;
         self.policy.validate().map_err(|e| e.to_string())
     }
 }

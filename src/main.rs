@@ -24,6 +24,15 @@ use rldt_vision::sim::SimConfig;
 use rldt_vision::train::finetune::{finetune, FinetuneOptions};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
 
+/// The device, threads and run directory a training run starts with (stderr).
+fn announce(phase: &str, device: tch::Device, threads: i32, run_dir: &std::path::Path) {
+    eprintln!(
+        "[{phase}] device {}, {threads} threads, run directory {}",
+        rldt_vision::device::describe(device),
+        run_dir.display()
+    );
+}
+
 /// Where a training run put its outputs.
 fn print_run_outputs(run_dir: &std::path::Path, checkpoint: &std::path::Path) {
     println!("run directory: {}", run_dir.display());
@@ -48,11 +57,7 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             let device = device.resolve()?;
-            eprintln!(
-                "[pretrain] device {}, {threads} threads, run directory {}",
-                rldt_vision::device::describe(device),
-                run_dir.display()
-            );
+            announce("pretrain", device, threads, &run_dir);
             let summary = pretrain(PretrainOptions { config, run_dir, device, resume })?;
             print_run_outputs(&summary.run_dir, &summary.checkpoint);
             println!(
@@ -83,11 +88,7 @@ fn main() -> anyhow::Result<()> {
             let run_dir = run_dir
                 .unwrap_or_else(|| PathBuf::from("runs").join(config.as_ref().map_or("finetune", |c| c.name.as_str())));
             let device = device.resolve()?;
-            eprintln!(
-                "[finetune] device {}, {threads} threads, run directory {}",
-                rldt_vision::device::describe(device),
-                run_dir.display()
-            );
+            announce("finetune", device, threads, &run_dir);
             let summary = finetune(FinetuneOptions { config, run_dir, device, resume })?;
             print_run_outputs(&summary.run_dir, &summary.checkpoint);
             for (iteration, steps, rate) in &summary.evaluations {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rl::actor::ActorObjective;
 use crate::sim::Task;
 
@@ -114,11 +114,7 @@ pub struct CheckpointSettings {
 
 impl FinetuneConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| Error::Config { file: path.into(), message: e.to_string() })?;
-        config.validate().map_err(|message| Error::Config { file: path.into(), message })?;
-        Ok(config)
+        super::load_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -169,11 +165,6 @@ impl FinetuneConfig {
                 "every and keep must be ≥ 1".into(),
             ),
         ];
-        for (ok, field, message) in checks {
-            if !ok {
-                return Err(format!("field `{field}`: {message}"));
-            }
-        }
-        Ok(())
+        super::first_failure(checks)
     }
 }

@@ -10,14 +10,16 @@
 pub mod checkpoint;
 pub mod env_obs;
 pub mod flow;
+pub mod state_encoder;
 pub mod velocity_head;
 
 use rldt_datasets::batch::DatasetStats;
 use rldt_datasets::ObsSpec;
-use rldt_encoders::{EncoderConfig, ImageEncoder};
+use rldt_encoders::EncoderConfig;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
+pub use state_encoder::{encoder_names, StateEncoder};
 pub use velocity_head::VelocityHeadConfig;
 
 /// Architecture of a flow policy (the `policy` section of a pretraining config).
@@ -105,23 +107,11 @@ impl PolicyConfig {
     }
 }
 
-/// VarStore names of a spec's image encoders (`encoder.<name>.*`): one shared encoder
-/// (`shared`), one per camera (the image key), or none for a low-dim-only policy. The critic
-/// uses the same names, so its encoder can be copied from the actor's.
-pub fn encoder_names(spec: &PolicySpec) -> Vec<String> {
-    let cameras = &spec.obs.image_keys;
-    match (cameras.is_empty(), spec.config.encoder.share_across_cameras) {
-        (true, _) => Vec::new(),
-        (false, true) => vec!["shared".into()],
-        (false, false) => cameras.clone(),
-    }
-}
-
 #[derive(Debug)]
 pub struct FlowPolicy {
     spec: PolicySpec,
-    /// One encoder shared by all cameras, or one per camera (`encoder.share_across_cameras`).
-    encoders: Vec<ImageEncoder>,
+    /// Observations → condition (`encoder.*`).
+    state_encoder: StateEncoder,
     head: velocity_head::VelocityHead,
     /// Action statistics as [A] tensors on the device, for denormalising.
     action_min: Tensor,
@@ -133,25 +123,15 @@ impl FlowPolicy {
     /// Builds the variables under `vs` (`encoder.*`, `velocity.*`).
     pub fn new(vs: &nn::Path, spec: PolicySpec) -> Result<Self, PolicyError> {
         spec.config.validate()?;
-        let cameras = &spec.obs.image_keys;
-        let encoder_config = &spec.config.encoder;
-        let names = encoder_names(&spec);
-        let encoders = names
-            .iter()
-            .map(|name| {
-                ImageEncoder::new(&(vs / "encoder" / name.as_str()), encoder_config, spec.image_size, spec.proprio_dim)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let feature_dim = encoders.first().map_or(0, |e| e.feature_dim());
-        let to = spec.config.obs_horizon;
-        let cond_dim = to * (cameras.len() as i64 * feature_dim + spec.proprio_dim);
+        let state_encoder = StateEncoder::new(vs, &spec)?;
+        let cond_dim = state_encoder.output_dim();
         let action_numbers = spec.config.pred_horizon * spec.action_dim;
         let head =
             velocity_head::VelocityHead::new(&(vs / "velocity"), &spec.config.velocity_head, action_numbers, cond_dim);
         let device = vs.device();
         let action_min = Tensor::from_slice(&spec.stats.actions.min).to_device(device);
         let action_max = Tensor::from_slice(&spec.stats.actions.max).to_device(device);
-        Ok(Self { spec, encoders, head, action_min, action_max, device })
+        Ok(Self { spec, state_encoder, head, action_min, action_max, device })
     }
 
     pub fn spec(&self) -> &PolicySpec {
@@ -170,19 +150,7 @@ impl FlowPolicy {
     /// Encoder features and proprio of every history frame → cond: [B, C].
     /// `train` turns image augmentation on.
     pub fn condition(&self, obs: &ObsBatch, train: bool) -> Tensor {
-        let b = obs.batch_size();
-        let to = self.spec.config.obs_horizon;
-        let proprio_frames = obs.proprio.reshape([b * to, self.spec.proprio_dim]); // [B·To, P]
-        let mut parts = Vec::with_capacity(obs.images.len() + 1);
-        for (camera, images) in obs.images.iter().enumerate() {
-            let encoder = &self.encoders[camera.min(self.encoders.len() - 1)];
-            let (s, c) = (self.spec.image_size, 3);
-            let frames = images.reshape([b * to, s, s, c]); // [B·To, H, W, 3]
-            parts.push(encoder.forward_t(&frames, &proprio_frames, train).reshape([b, -1]));
-            // [B, To·F]
-        }
-        parts.push(obs.proprio.reshape([b, -1])); // [B, To·P]
-        Tensor::cat(&parts, -1)
+        self.state_encoder.forward_t(obs, train)
     }
 
     /// v_θ(x_t, t, cond): x_t [N, D], t [N, 1], cond [N, C] → [N, D].

@@ -8,42 +8,26 @@
 //! denominator), head h on its own interleaved half of the trajectories (trajectory n goes to
 //! head n mod 2), head losses summed. The target network is an EMA (0.995) of the whole critic.
 
-use rldt_encoders::ImageEncoder;
 use tch::{nn, Kind, Tensor};
 
-use crate::policy::{ObsBatch, PolicySpec};
+use crate::policy::{ObsBatch, PolicySpec, StateEncoder};
 
 pub const HEADS: i64 = 2;
 const HIDDEN: i64 = 256;
 
 #[derive(Debug)]
 pub struct Critic {
-    encoders: Vec<ImageEncoder>,
+    state_encoder: StateEncoder,
     /// Per head: three hidden layers and the output layer.
     heads: Vec<[nn::Linear; 4]>,
-    spec: PolicySpec,
 }
 
 impl Critic {
     /// Builds the critic under `vs`: `encoder.*` with the actor's names (so its weights can be
     /// copied from the actor), `heads.{h}.{0..3}`.
     pub fn new(vs: &nn::Path, spec: &PolicySpec) -> Result<Self, rldt_encoders::EncoderConfigError> {
-        let cameras = &spec.obs.image_keys;
-        let names = crate::policy::encoder_names(spec);
-        let encoders = names
-            .iter()
-            .map(|name| {
-                ImageEncoder::new(
-                    &(vs / "encoder" / name.as_str()),
-                    &spec.config.encoder,
-                    spec.image_size,
-                    spec.proprio_dim,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let feature_dim = encoders.first().map_or(0, |e| e.feature_dim());
-        let to = spec.config.obs_horizon;
-        let state_dim = to * (cameras.len() as i64 * feature_dim + spec.proprio_dim);
+        let state_encoder = StateEncoder::new(vs, spec)?;
+        let state_dim = state_encoder.output_dim();
         let action_numbers = spec.config.exec_horizon * spec.action_dim;
         let heads = (0..HEADS)
             .map(|h| {
@@ -61,22 +45,12 @@ impl Critic {
                 ]
             })
             .collect();
-        Ok(Self { encoders, heads, spec: spec.clone() })
+        Ok(Self { state_encoder, heads })
     }
 
     /// State features [B, S]: per camera and frame the encoder feature, then proprio.
     pub fn features(&self, obs: &ObsBatch, train: bool) -> Tensor {
-        let b = obs.batch_size();
-        let to = self.spec.config.obs_horizon;
-        let proprio_frames = obs.proprio.reshape([b * to, self.spec.proprio_dim]);
-        let s = self.spec.image_size;
-        let mut parts = Vec::with_capacity(obs.images.len() + 1);
-        for (camera, images) in obs.images.iter().enumerate() {
-            let encoder = &self.encoders[camera.min(self.encoders.len() - 1)];
-            parts.push(encoder.forward_t(&images.reshape([b * to, s, s, 3]), &proprio_frames, train).reshape([b, -1]));
-        }
-        parts.push(obs.proprio.reshape([b, -1]));
-        Tensor::cat(&parts, -1)
+        self.state_encoder.forward_t(obs, train)
     }
 
     /// Q of every head from features [N, S] and executed actions [N, Ta·A] → [N, HEADS].
