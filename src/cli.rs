@@ -60,6 +60,27 @@ pub enum Command {
         device: DeviceChoice,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
+        /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file
+        /// in the run directory.
+        #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"])]
+        viewer: Vec<String>,
+        /// No recording at all.
+        #[arg(long, conflicts_with = "viewer")]
+        no_record: bool,
+    },
+    /// Open a run's recording (particles.rrd and any resume files) in the rerun viewer.
+    Inspect {
+        /// A run directory, or an .rrd file.
+        path: PathBuf,
+        /// Serve the web viewer on 127.0.0.1 instead of opening the native viewer.
+        #[arg(long)]
+        web: bool,
+        #[arg(long, default_value_t = 9090)]
+        web_port: u16,
+        /// No viewer: verify the recording files (`rerun rrd verify`) and list their entities.
+        #[arg(long, conflicts_with = "web")]
+        check: bool,
     },
     /// Write procedurally drawn demos in the Robomimic Square schema (test fixtures and
     /// `bench pretrain`; not simulator data).
@@ -164,6 +185,20 @@ pub enum Command {
         /// A fixed kernel bandwidth h instead of the median rule.
         #[arg(long)]
         fixed_bandwidth: Option<f64>,
+        /// Each (field, seed) run records to <DIR>/<field>_seed<seed>/particles.rrd.
+        #[arg(long, default_value = "runs/toy")]
+        record_dir: PathBuf,
+        /// Particle snapshots every N actor steps.
+        #[arg(long, default_value_t = 5)]
+        record_every: i64,
+        /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
+        /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file
+        /// in the run directory.
+        #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"])]
+        viewer: Vec<String>,
+        /// No recording at all.
+        #[arg(long, conflicts_with = "viewer")]
+        no_record: bool,
     },
     /// Benchmarks; print JSON.
     Bench {
@@ -174,6 +209,18 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Wall time of the 2-D toy fine-tune with recording off and on (same run, same seed).
+    Recording {
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long, default_value_t = 300)]
+        actor_steps: i64,
+        #[arg(long, default_value_t = 5)]
+        record_every: i64,
+        /// Repetitions of each (off, on) pair; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// Seconds per critic step and per actor step of RLDT at chosen shapes (optionally vs
     /// PyTorch eager doing the same computation).
     Finetune {

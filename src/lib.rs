@@ -18,5 +18,6 @@ pub mod rl;
 pub mod run_dir;
 pub mod sim;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -23,6 +23,7 @@ use rldt_vision::rl::toy::{run_toy, ToyOptions};
 use rldt_vision::sim::SimConfig;
 use rldt_vision::train::finetune::{finetune, FinetuneOptions};
 use rldt_vision::train::pretrain::{default_run_dir, pretrain, PretrainOptions};
+use rldt_vision::viz::{Recorder, Sink};
 
 /// The device, threads and run directory a training run starts with (stderr).
 fn announce(phase: &str, device: tch::Device, threads: i32, run_dir: &std::path::Path) {
@@ -38,6 +39,19 @@ fn print_run_outputs(run_dir: &std::path::Path, checkpoint: &std::path::Path) {
     println!("run directory: {}", run_dir.display());
     println!("checkpoint:    {}", checkpoint.display());
     println!("metrics:       {}", run_dir.join("metrics.jsonl").display());
+}
+
+/// The recording sink of `--viewer spawn | connect ADDR` / `--no-record`; `None` = the
+/// run's default file.
+fn recording_sink(viewer: &[String], no_record: bool) -> anyhow::Result<Option<Sink>> {
+    Ok(match (no_record, viewer) {
+        (true, _) => Some(Sink::Off),
+        (false, []) => None,
+        (false, [mode]) if mode == "spawn" => Some(Sink::Spawn),
+        (false, [mode]) if mode == "connect" => Some(Sink::Connect("127.0.0.1:9876".into())),
+        (false, [mode, address]) if mode == "connect" => Some(Sink::Connect(address.clone())),
+        (false, other) => anyhow::bail!("--viewer: expected `spawn` or `connect [ADDR]`, got {:?}", other.join(" ")),
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,8 +82,9 @@ fn main() -> anyhow::Result<()> {
                 summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
             );
         }
-        Command::Finetune { task, config, pretrained, run_dir, resume, device, threads } => {
+        Command::Finetune { task, config, pretrained, run_dir, resume, device, threads, viewer, no_record } => {
             let threads = set_threads(threads);
+            let recording = recording_sink(&viewer, no_record)?;
             let config_path = config.unwrap_or_else(|| PathBuf::from(format!("configs/finetune/{}.json", task.name())));
             let mut config = if resume && run_dir.is_some() { None } else { Some(FinetuneConfig::load(&config_path)?) };
             if let Some(config) = config.as_mut() {
@@ -89,8 +104,15 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| PathBuf::from("runs").join(config.as_ref().map_or("finetune", |c| c.name.as_str())));
             let device = device.resolve()?;
             announce("finetune", device, threads, &run_dir);
-            let summary = finetune(FinetuneOptions { config, run_dir, device, resume })?;
+            let summary = finetune(FinetuneOptions { config, run_dir, device, resume, recording: recording.clone() })?;
             print_run_outputs(&summary.run_dir, &summary.checkpoint);
+            if recording.is_none() {
+                println!(
+                    "recording:     {} (rldt-vision inspect {})",
+                    summary.recording.display(),
+                    summary.run_dir.display()
+                );
+            }
             for (iteration, steps, rate) in &summary.evaluations {
                 println!("eval at iteration {iteration} ({steps} env steps): success rate {:.1}%", 100.0 * rate);
             }
@@ -210,8 +232,13 @@ fn main() -> anyhow::Result<()> {
             consistency_weight,
             constraint_weight,
             fixed_bandwidth,
+            record_dir,
+            record_every,
+            viewer,
+            no_record,
         } => {
             set_threads(0);
+            let sink = recording_sink(&viewer, no_record)?;
             for field in &fields {
                 let field = match field.as_str() {
                     "svgd" => FieldKind::Svgd,
@@ -227,9 +254,37 @@ fn main() -> anyhow::Result<()> {
                     options.consistency_weight = consistency_weight;
                     options.constraint_weight = constraint_weight;
                     options.fixed_bandwidth = fixed_bandwidth;
-                    println!("{}", serde_json::to_string(&run_toy(&options))?);
+                    options.record_every = record_every;
+                    let name = format!("{}_seed{seed}", if field == FieldKind::Svgd { "svgd" } else { "delta" });
+                    let file = record_dir.join(&name).join("particles.rrd");
+                    let recorder = Recorder::open(
+                        &sink.clone().unwrap_or(Sink::File(file.clone())),
+                        &format!("rldt-vision:toy/{name}"),
+                    )?;
+                    let report = run_toy(&options, &recorder);
+                    recorder.flush()?;
+                    if sink.is_none() {
+                        eprintln!(
+                            "[toy] recording: {} (rldt-vision inspect {})",
+                            file.display(),
+                            file.parent().expect("dir").display()
+                        );
+                    }
+                    println!("{}", serde_json::to_string(&report)?);
                 }
             }
+        }
+        Command::Inspect { path, web, web_port, check } => {
+            if check {
+                rldt_vision::viz::viewer::check(&path)?;
+            } else {
+                rldt_vision::viz::viewer::inspect(&path, web, web_port)?;
+            }
+        }
+        Command::Bench { which: Bench::Recording { seed, actor_steps, record_every, repeats } } => {
+            set_threads(0);
+            let report = rldt_vision::bench::recording::bench_recording(seed, actor_steps, record_every, repeats)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Bench {
             which:

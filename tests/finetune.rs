@@ -81,6 +81,7 @@ fn finetune_runs_evaluates_and_resumes() {
         run_dir: run_dir.clone(),
         device: Device::Cpu,
         resume: false,
+        recording: None,
     })
     .unwrap();
     assert!(summary.checkpoint.ends_with("step_00000004"));
@@ -99,6 +100,27 @@ fn finetune_runs_evaluates_and_resumes() {
         assert!(has(key, 2) && has(key, 3), "{key} missing at iterations 2-3");
     }
     assert!(has("rollout/exploration_gap", 1));
+
+    // The recording: probes (3-D and 2-D views, camera), metrics and rollout frames.
+    let viewer = rldt_vision::viz::viewer::find_viewer().unwrap();
+    assert_eq!(summary.recording, run_dir.join("particles.rrd"));
+    rldt_vision::viz::viewer::verify(&viewer, &summary.recording).unwrap();
+    let paths = rldt_vision::viz::viewer::entity_paths(&viewer, &summary.recording).unwrap();
+    for expected in [
+        "/probes/0/actions_3d/field/combined",
+        "/probes/0/actions_3d/chains",
+        "/probes/1/actions_2d/particles",
+        "/probes/1/actions_2d/q_map",
+        "/probes/0/camera/agentview_image",
+        "/metrics/critic/td_loss",
+        "/metrics/svgd/repulsion_norm",
+        "/metrics/eval/success_rate",
+        "/rollout/camera/agentview_image",
+        "/rollout/action/dx",
+    ] {
+        assert!(paths.iter().any(|p| p == expected), "{expected} missing from {paths:?}");
+    }
+    assert!(run_dir.join("probes.safetensors").is_file());
 
     // The checkpoint evaluates like a pretrained one (actor weights, no EMA file).
     let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
@@ -122,14 +144,23 @@ fn finetune_runs_evaluates_and_resumes() {
     assert!(Command::new("cp").arg("-r").arg(run_dir.join("checkpoints")).arg(&killed).status().unwrap().success());
     std::fs::copy(run_dir.join("config.json"), killed.join("config.json")).unwrap();
     std::fs::copy(run_dir.join("metrics.jsonl"), killed.join("metrics.jsonl")).unwrap();
+    std::fs::copy(run_dir.join("probes.safetensors"), killed.join("probes.safetensors")).unwrap();
     std::fs::remove_dir_all(killed.join("checkpoints/step_00000004")).unwrap();
     std::fs::remove_dir_all(killed.join("checkpoints/step_00000003")).unwrap();
     std::fs::write(killed.join("checkpoints/latest"), "step_00000002").unwrap();
-    let resumed =
-        finetune(FinetuneOptions { config: None, run_dir: killed.clone(), device: Device::Cpu, resume: true }).unwrap();
+    let resumed = finetune(FinetuneOptions {
+        config: None,
+        run_dir: killed.clone(),
+        device: Device::Cpu,
+        resume: true,
+        recording: None,
+    })
+    .unwrap();
     assert_eq!(resumed.resumed_from, Some(2));
     assert!(resumed.checkpoint.ends_with("step_00000004"));
     assert_eq!(resumed.env_steps, 4 * 2 * 8, "env steps continue from the checkpoint's count");
+    assert_eq!(resumed.recording, killed.join("particles.resume-2.rrd"), "a resume never overwrites a recording");
+    rldt_vision::viz::viewer::verify(&viewer, &resumed.recording).unwrap();
     let steps: Vec<i64> = metric_lines(&killed)
         .iter()
         .filter(|l| l.get("critic/td_loss").is_some())
@@ -159,6 +190,7 @@ fn a_diverging_finetune_stops_and_keeps_the_last_checkpoint() {
         run_dir: run_dir.clone(),
         device: Device::Cpu,
         resume: false,
+        recording: None,
     })
     .err()
     .expect("the run must stop");

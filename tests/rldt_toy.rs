@@ -7,10 +7,11 @@
 
 use rldt_vision::rl::actor::FieldKind;
 use rldt_vision::rl::toy::{run_toy, ToyOptions};
+use rldt_vision::viz::Recorder;
 
 #[test]
 fn svgd_actor_steps_move_samples_onto_the_peaks() {
-    let report = run_toy(&ToyOptions::new(FieldKind::Svgd, 0));
+    let report = run_toy(&ToyOptions::new(FieldKind::Svgd, 0), &Recorder::off());
     assert!(report.pretrained_near_peak < 0.05 && report.pretrained_mean_q < 0.05, "{report:?}");
     assert!((0.3..0.7).contains(&report.pretrained_left_share), "pretraining must be bimodal: {report:?}");
     assert!(report.near_peak >= 0.8, "{report:?}");

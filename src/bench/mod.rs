@@ -3,6 +3,7 @@
 
 pub mod finetune;
 pub mod pretrain;
+pub mod recording;
 pub mod rollout;
 
 /// A one-line description of this machine's CPU (model name and logical cores).

@@ -24,6 +24,7 @@ pub struct FinetuneConfig {
     pub critic: CriticSettings,
     pub actor: ActorSettings,
     pub checkpoint: CheckpointSettings,
+    pub recording: RecordingSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,21 @@ pub struct CheckpointSettings {
     pub keep: usize,
 }
 
+/// What the rerun recording holds (`viz`; `--no-record` turns it off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Fixed states from the first evaluation whose particles are recorded every iteration.
+    pub probe_states: usize,
+    /// Q on a grid of this many points per side in each probe's 2-D plane (0 = none).
+    pub q_map_grid: usize,
+    /// Rollout camera frames + executed actions: every this many chunks of one episode per
+    /// iteration (0 = none).
+    pub rollout_frame_every: usize,
+    /// Action numbers of the probes' 3-D view (default: the first step's dx, dy, dz).
+    pub view_3d_dims: [usize; 3],
+}
+
 impl FinetuneConfig {
     pub fn load(path: &Path) -> Result<Self> {
         super::load_validated(path, Self::validate)
@@ -119,7 +135,8 @@ impl FinetuneConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
-        let checks: [(bool, &str, String); 16] = [
+        let d = self.recording.view_3d_dims;
+        let checks: [(bool, &str, String); 17] = [
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
             (
@@ -159,6 +176,11 @@ impl FinetuneConfig {
             ),
             (a.objective.particles >= 2, "actor.objective.particles", "must be ≥ 2".into()),
             (a.lr > 0.0, "actor.lr", "must be > 0".into()),
+            (
+                d[0] != d[1] && d[1] != d[2] && d[0] != d[2],
+                "recording.view_3d_dims",
+                "three different action numbers".into(),
+            ),
             (
                 self.checkpoint.every >= 1 && self.checkpoint.keep >= 1,
                 "checkpoint.every",

@@ -78,43 +78,52 @@ pub struct ActorStats {
     pub field_norm: f64,
 }
 
-/// What one evaluation of the objective produced: the loss to back-propagate and the
-/// particles (for metrics and recordings).
+/// What one evaluation of the objective produced: the loss to back-propagate, its scalars,
+/// and the particles it used (for recordings).
 pub struct ActorOutput {
     pub loss: Tensor,
     pub stats: ActorStats,
-    /// [K + 1, B·P, D] chains, [B·P, D] queries a†, [B·P, D] field φ.
+    pub particles: ParticleField,
+}
+
+/// Steps 2–4 for a batch of states, all without gradient: the particle chains, the query
+/// per row and the field there. Rows are state-major (b·P + p).
+/// Shapes: chains [K + 1, B·P, D]; x_t, queries a†, endpoints a, field φ and its two
+/// parts [B·P, D]; t [B·P, 1]; bandwidth [B·P] (zeros for `delta`); alpha [B].
+pub struct ParticleField {
     pub chains: Tensor,
+    pub x_t: Tensor,
+    pub t: Tensor,
     pub queries: Tensor,
+    pub endpoints: Tensor,
     pub field: Tensor,
+    pub attraction: Tensor,
+    pub repulsion: Tensor,
+    pub bandwidth: Tensor,
+    pub alpha: Tensor,
 }
 
 fn mean_row_norm(x: &Tensor) -> f64 {
     x.norm_scalaropt_dim(2.0, [-1], false).mean(Kind::Float).double_value(&[])
 }
 
-/// The objective on the states of `obs` (B of them). `q_grad(actions [N, D]) → ∇_a Q [N, D]`
-/// for rows in state-major order (row n belongs to state n / P), zero over any
-/// non-executed part of the chunk. `reference` is v_ref (previous iterate or pretrained).
-pub fn actor_objective(
+/// Steps 2–4 given the (detached) condition [B·P, C] of B states repeated over P particles.
+/// `q_grad(actions [N, D]) → ∇_a Q [N, D]` (rows state-major).
+pub fn particle_field(
     policy: &FlowPolicy,
-    reference: &FlowPolicy,
-    obs: &ObsBatch,
+    cond_fixed: &Tensor,
     q_grad: &dyn Fn(&Tensor) -> Tensor,
     objective: &ActorObjective,
-) -> ActorOutput {
-    let (b, p) = (obs.batch_size(), objective.particles);
+) -> ParticleField {
+    let p = objective.particles;
+    let rows = cond_fixed.size()[0];
+    let b = rows / p;
     let k_steps = policy.spec().config.num_denoising_steps;
     let device = policy.device();
-    let rows = b * p;
 
-    // 1. Features once per state, repeated over particles (gradient flows into the encoder).
-    let cond = policy.condition(obs, false).repeat_interleave_self_int(p, 0, None); // [B·P, C]
-    let cond_fixed = cond.detach();
-
-    // 2–3. Chains, per-row step, queries a† — all without gradient.
+    // 2–3. Chains, per-row step, queries a†.
     let (chains, x_t, t, queries, endpoints) = tch::no_grad(|| {
-        let chains = policy.sample_chain(&cond_fixed, &policy.initial_noise(rows, false)); // [K+1, B·P, D]
+        let chains = policy.sample_chain(cond_fixed, &policy.initial_noise(rows, false)); // [K+1, B·P, D]
         let endpoints = chains.get(k_steps);
         let k = Tensor::randint(k_steps, [rows], (Kind::Int64, device));
         let x_t = chains
@@ -122,7 +131,7 @@ pub fn actor_objective(
             .gather(1, &k.view([rows, 1, 1]).expand([rows, 1, chains.size()[2]], false), false)
             .squeeze_dim(1);
         let t = (k.to_kind(Kind::Float) / k_steps as f64).view([rows, 1]);
-        let queries = policy.expected_posterior(&x_t, &t, &cond_fixed);
+        let queries = policy.expected_posterior(&x_t, &t, cond_fixed);
         (chains, x_t, t, queries, endpoints)
     });
 
@@ -146,23 +155,53 @@ pub fn actor_objective(
                 f.field.view([rows, d]),
                 f.attraction.view([rows, d]),
                 f.repulsion.view([rows, d]),
-                f.bandwidth.mean(Kind::Float).double_value(&[]),
-                f.alpha.mean(Kind::Float).double_value(&[]),
+                f.bandwidth.view([rows]),
+                f.alpha,
             )
         }
         FieldKind::Delta => {
             let g = q_grad(&queries).detach();
-            (g.shallow_clone(), g, queries.zeros_like(), 0.0, 0.0)
+            (
+                g.shallow_clone(),
+                g,
+                queries.zeros_like(),
+                Tensor::zeros([rows], (Kind::Float, device)),
+                Tensor::zeros([b], (Kind::Float, device)),
+            )
         }
     };
+    ParticleField { chains, x_t, t, queries, endpoints, field, attraction, repulsion, bandwidth, alpha }
+}
+
+/// The objective on the states of `obs` (B of them). `q_grad(actions [N, D]) → ∇_a Q [N, D]`
+/// for rows in state-major order (row n belongs to state n / P), zero over any
+/// non-executed part of the chunk. `reference` is v_ref (previous iterate or pretrained).
+pub fn actor_objective(
+    policy: &FlowPolicy,
+    reference: &FlowPolicy,
+    obs: &ObsBatch,
+    q_grad: &dyn Fn(&Tensor) -> Tensor,
+    objective: &ActorObjective,
+) -> ActorOutput {
+    let p = objective.particles;
+    let k_steps = policy.spec().config.num_denoising_steps;
+    let device = policy.device();
+
+    // 1. Features once per state, repeated over particles (gradient flows into the encoder).
+    let cond = policy.condition(obs, false).repeat_interleave_self_int(p, 0, None); // [B·P, C]
+    let rows = cond.size()[0];
+
+    // 2–4. Particles, queries and the field, without gradient.
+    let particles = particle_field(policy, &cond.detach(), q_grad, objective);
+    let ParticleField { x_t, t, endpoints, field, .. } = &particles;
 
     // 5. Losses through one velocity evaluation per row.
-    let v = policy.velocity(&x_t, &t, &cond);
-    let alignment = alignment_loss(&v, &field, &t, k_steps);
-    let consistency = consistency_loss(&x_t, &v, &t, &endpoints, k_steps);
+    let v = policy.velocity(x_t, t, &cond);
+    let alignment = alignment_loss(&v, field, t, k_steps);
+    let consistency = consistency_loss(x_t, &v, t, endpoints, k_steps);
     let tau = (Tensor::randint(k_steps, [rows, 1], (Kind::Int64, device)).to_kind(Kind::Float)) / k_steps as f64;
     let noise = endpoints.randn_like();
-    let x_tau = &noise * (1.0 - &tau) + &endpoints * &tau;
+    let x_tau = &noise * (1.0 - &tau) + endpoints * &tau;
     let v_tau = policy.velocity(&x_tau, &tau, &cond);
     let v_ref = tch::no_grad(|| {
         let ref_cond = reference.condition(obs, false).repeat_interleave_self_int(p, 0, None);
@@ -175,11 +214,11 @@ pub fn actor_objective(
         alignment: alignment.double_value(&[]),
         consistency: consistency.double_value(&[]),
         constraint: constraint.double_value(&[]),
-        bandwidth,
-        alpha,
-        attraction_norm: mean_row_norm(&attraction),
-        repulsion_norm: mean_row_norm(&repulsion),
-        field_norm: mean_row_norm(&field),
+        bandwidth: particles.bandwidth.mean(Kind::Float).double_value(&[]),
+        alpha: particles.alpha.mean(Kind::Float).double_value(&[]),
+        attraction_norm: mean_row_norm(&particles.attraction),
+        repulsion_norm: mean_row_norm(&particles.repulsion),
+        field_norm: mean_row_norm(field),
     };
-    ActorOutput { loss, stats, chains, queries, field }
+    ActorOutput { loss, stats, particles }
 }

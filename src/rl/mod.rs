@@ -7,6 +7,7 @@ pub mod actor;
 pub mod actor_loss;
 pub mod critic;
 pub mod exploration;
+pub mod probe;
 pub mod replay;
 pub mod returns;
 pub mod rldt;

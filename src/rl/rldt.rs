@@ -17,6 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::actor::{actor_objective, ActorStats};
 use super::critic::{init_encoder_from_actor, Critic};
+use super::probe::{q_map, snapshot, ParticleSnapshot, PlaneView, ProbeStates};
 use super::replay::Trajectory;
 use super::returns::td_lambda;
 use crate::config::finetune::{ActorSettings, CriticSettings, ReferencePolicy};
@@ -206,19 +207,7 @@ impl Rldt {
         let particles = self.actor_settings.objective.particles;
         let features =
             tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
-        let (exec, d) =
-            (self.actor.spec().config.exec_horizon * self.actor.spec().action_dim, self.actor.action_numbers());
-        let critic = &self.critic;
-        let q_grad = |actions: &Tensor| -> Tensor {
-            let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
-            let q = critic.q_from_features(&features, &executed).mean_dim(-1, false, Kind::Float).sum(Kind::Float);
-            let grad = Tensor::run_backward(&[q], &[&executed], false, false).remove(0);
-            if exec < d {
-                Tensor::cat(&[grad, Tensor::zeros([actions.size()[0], d - exec], (Kind::Float, actions.device()))], 1)
-            } else {
-                grad
-            }
-        };
+        let q_grad = |actions: &Tensor| self.q_gradient(&features, actions);
         let out = actor_objective(&self.actor, &self.reference, &obs, &q_grad, &self.actor_settings.objective);
         if !out.stats.loss.is_finite() {
             return Err(Error::NonFinite {
@@ -234,6 +223,61 @@ impl Rldt {
         let warmup = (self.actor_steps as f64 / self.actor_settings.warmup_steps.max(1) as f64).min(1.0);
         self.actor_optimizer.step(self.actor_settings.lr * warmup);
         Ok(Some(out.stats))
+    }
+
+    /// ∇_a of the mean over the online heads of Q(s, a) at full chunks [N, D], features
+    /// [N, F]: zero over the non-executed part of the chunk (the critic sees only Ta·A).
+    fn q_gradient(&self, features: &Tensor, actions: &Tensor) -> Tensor {
+        let (exec, d) =
+            (self.actor.spec().config.exec_horizon * self.actor.spec().action_dim, self.actor.action_numbers());
+        let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
+        let q = self.critic.q_from_features(features, &executed).mean_dim(-1, false, Kind::Float).sum(Kind::Float);
+        let grad = Tensor::run_backward(&[q], &[&executed], false, false).remove(0);
+        if exec < d {
+            Tensor::cat(&[grad, Tensor::zeros([actions.size()[0], d - exec], (Kind::Float, actions.device()))], 1)
+        } else {
+            grad
+        }
+    }
+
+    /// Mean over the online heads of Q(s, a): full chunks [N, D], features [N, F] → [N].
+    fn q_value(&self, features: &Tensor, actions: &Tensor) -> Tensor {
+        let exec = self.actor.spec().config.exec_horizon * self.actor.spec().action_dim;
+        tch::no_grad(|| {
+            self.critic.q_from_features(features, &actions.narrow(1, 0, exec)).mean_dim(-1, false, Kind::Float)
+        })
+    }
+
+    /// Particle snapshots of the probe states with the current actor and critic (for the
+    /// recording). `planes` holds one view per probe; missing ones are fixed now, from
+    /// these particles. Uses the global RNG (call it where that does not matter).
+    pub fn probe_snapshots(
+        &self,
+        probes: &ProbeStates,
+        planes: &mut Vec<PlaneView>,
+        q_map_grid: usize,
+    ) -> Vec<ParticleSnapshot> {
+        let obs = probes.obs(self.device());
+        let (cond, features) = tch::no_grad(|| (self.actor.condition(&obs, false), self.critic.features(&obs, false)));
+        let objective = &self.actor_settings.objective;
+        (0..probes.count)
+            .map(|i| {
+                let cond_i = cond.narrow(0, i as i64, 1);
+                let features_i = features.narrow(0, i as i64, 1);
+                let rows = |a: &Tensor| features_i.expand([a.size()[0], -1], false);
+                let q_grad = |a: &Tensor| self.q_gradient(&rows(a), a);
+                let q_value = |a: &Tensor| self.q_value(&rows(a), a);
+                let mut snap = snapshot(&self.actor, &cond_i, &q_grad, &q_value, objective);
+                if planes.len() <= i {
+                    let d = snap.numbers as i64;
+                    planes.push(PlaneView::principal(&Tensor::from_slice(&snap.endpoints).view([-1, d])));
+                }
+                if q_map_grid > 0 {
+                    snap.q_map = Some(q_map(&planes[i], q_map_grid, &q_value, self.device()));
+                }
+                snap
+            })
+            .collect()
     }
 
     /// After every iteration: v_ref ← the current policy (previous-iterate reference).

@@ -17,8 +17,10 @@ use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::actor::{actor_objective, ActorObjective, BandwidthKind, FieldKind};
+use super::probe::{q_map, snapshot, PlaneView};
 use crate::optim::AdamW;
 use crate::policy::{FlowPolicy, ObsBatch, PolicyConfig, PolicySpec, VelocityHeadConfig};
+use crate::viz::Recorder;
 
 pub const PEAKS: [[f64; 2]; 2] = [[-0.5, 0.45], [0.5, 0.45]];
 pub const PEAK_WIDTH: f64 = 0.15;
@@ -59,6 +61,10 @@ pub struct ToyOptions {
     pub constraint_weight: f64,
     /// A fixed kernel bandwidth h instead of the median rule.
     pub fixed_bandwidth: Option<f64>,
+    /// Snapshot the particles every this many actor steps (for the recording). The global
+    /// RNG is reseeded after each snapshot point whether recording or not, so a run gives
+    /// the same samples with recording on and off.
+    pub record_every: i64,
 }
 
 impl ToyOptions {
@@ -76,6 +82,7 @@ impl ToyOptions {
             consistency_weight: 0.5,
             constraint_weight: 0.2,
             fixed_bandwidth: None,
+            record_every: 5,
         }
     }
 }
@@ -142,8 +149,26 @@ pub fn describe(samples: &Tensor) -> (f64, f64, f64) {
     (share(&near), share(&samples.select(1, 0).lt(0.0)), q_and_grad(samples).0.mean(Kind::Float).double_value(&[]))
 }
 
-/// Pretrains on the bimodal data, then runs RLDT actor steps with the known Q.
-pub fn run_toy(options: &ToyOptions) -> ToyReport {
+/// Samples shown per snapshot in the recording (`toy/samples`).
+const RECORDED_SAMPLES: i64 = 256;
+
+/// Records the particles of the constant state and a sample cloud at actor step `step`.
+fn record_snapshot(recorder: &Recorder, policy: &FlowPolicy, objective: &ActorObjective, plane: &PlaneView, step: i64) {
+    recorder.set_time(step, None);
+    let cond = tch::no_grad(|| policy.condition(&constant_states(1), false));
+    let q_grad = |a: &Tensor| q_and_grad(a).1;
+    let q_value = |a: &Tensor| q_and_grad(a).0;
+    let mut snap = snapshot(policy, &cond, &q_grad, &q_value, objective);
+    snap.q_map = Some(q_map(plane, 41, &q_value, Device::Cpu));
+    recorder.probe(0, &snap, plane, None);
+    let cloud: Vec<f32> = Vec::try_from(&sample(policy, RECORDED_SAMPLES).contiguous().view([-1])).expect("float");
+    let cloud: Vec<[f32; 2]> = cloud.chunks(2).map(|c| [c[0], c[1]]).collect();
+    recorder.toy_samples(&cloud, &PEAKS.map(|c| [c[0] as f32, c[1] as f32]));
+}
+
+/// Pretrains on the bimodal data, then runs RLDT actor steps with the known Q. With a
+/// recorder that is on, the particles are recorded every `record_every` actor steps.
+pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
     tch::manual_seed(options.seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let policy = FlowPolicy::new(&vs.root(), toy_spec()).expect("toy spec is valid");
@@ -175,7 +200,24 @@ pub fn run_toy(options: &ToyOptions) -> ToyReport {
         ..ActorObjective::paper()
     };
     let q_grad = |a: &Tensor| q_and_grad(a).1;
-    for step in 0..options.actor_steps {
+    let plane = PlaneView::identity(2);
+    crate::viz::layout::toy(recorder);
+    recorder.probe_axes(
+        0,
+        &plane,
+        None,
+        "The toy's one constant state: 2-D actions, Q = two Gaussian bumps at (±0.5, 0.45) (the heat map).",
+    );
+    for step in 0..=options.actor_steps {
+        if options.record_every > 0 && (step % options.record_every == 0 || step == options.actor_steps) {
+            if recorder.is_on() {
+                record_snapshot(recorder, &policy, &objective, &plane, step);
+            }
+            tch::manual_seed(options.seed.wrapping_mul(1_000_003).wrapping_add(step));
+        }
+        if step == options.actor_steps {
+            break;
+        }
         if step == 0 || (options.reference_every > 0 && step % options.reference_every == 0) {
             reference_vs.copy(&vs).expect("same variables");
         }

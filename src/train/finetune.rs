@@ -20,18 +20,23 @@ use tch::Device;
 use crate::config::finetune::FinetuneConfig;
 use crate::error::{io_at, Error, Result};
 use crate::rl::actor::ActorStats;
+use crate::rl::probe::{PlaneView, ProbeStates};
 use crate::rl::replay::{Replay, Trajectory};
 use crate::rl::rldt::{CriticStats, Rldt, RldtCounters};
 use crate::rl::rollout::collect_round;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 use crate::sim::{SimConfig, VecEnv};
 use crate::train::metrics::MetricsLog;
+use crate::viz::{self, particles::Dims3, Recorder, Sink};
 
 pub struct FinetuneOptions {
     pub config: Option<FinetuneConfig>,
     pub run_dir: PathBuf,
     pub device: Device,
     pub resume: bool,
+    /// Where the rerun recording goes; None: the run's own file (`particles.rrd`, or
+    /// `particles.resume-<iteration>.rrd` when resuming).
+    pub recording: Option<Sink>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +52,8 @@ pub struct FinetuneState {
 pub struct FinetuneSummary {
     pub run_dir: PathBuf,
     pub checkpoint: PathBuf,
+    /// The recording file (when recording to the run's own file).
+    pub recording: PathBuf,
     pub iterations: usize,
     pub resumed_from: Option<usize>,
     pub env_steps: usize,
@@ -55,6 +62,18 @@ pub struct FinetuneSummary {
 }
 
 const STATE_FILE: &str = "finetune_state.json";
+/// The probe states of the recording (kept so a resumed run records the same states).
+const PROBES_FILE: &str = "probes.safetensors";
+
+/// Names of the A numbers of one action step (robosuite OSC_POSE per arm, else a0, a1, …).
+fn action_names(action_dim: usize) -> Vec<String> {
+    const OSC: [&str; 7] = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"];
+    match action_dim {
+        7 => OSC.iter().map(|s| s.to_string()).collect(),
+        14 => (0..14).map(|i| format!("arm{}_{}", i / 7, OSC[i % 7])).collect(),
+        a => (0..a).map(|i| format!("a{i}")).collect(),
+    }
+}
 
 fn mean<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
     if items.is_empty() {
@@ -98,6 +117,18 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     // Metric lines carry the 0-based iteration as `step`: keep those of completed iterations.
     let mut metrics = MetricsLog::open(&run_dir, options.resume.then_some(start_iteration as i64 - 1))?;
 
+    // ---- Recording: probe particles, metrics, rollout frames (rerun, see `viz`) ----------
+    let sink = options
+        .recording
+        .clone()
+        .unwrap_or_else(|| Sink::File(viz::run_recording_path(&run_dir, options.resume.then_some(start_iteration))));
+    let recorder =
+        Recorder::open(&sink, &format!("rldt-vision:{}", run_dir.display())).map_err(|e| run_error(e.to_string()))?;
+    let probes_path = run_dir.join(PROBES_FILE);
+    let mut probes = if probes_path.exists() { Some(ProbeStates::load(&probes_path)?) } else { None };
+    let mut planes: Vec<PlaneView> = Vec::new();
+    let recording = &config.recording;
+
     // ---- Workers ---------------------------------------------------------------------------
     let spec = rldt.actor.spec().clone();
     let cameras = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
@@ -108,6 +139,12 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     sim.init_timeout_s = config.env.init_timeout_s;
     sim.step_timeout_s = config.env.step_timeout_s;
     let mut envs = VecEnv::new(&sim, rollout.envs).map_err(|e| Error::Sim(Box::new(e)))?;
+
+    let names = action_names(spec.action_dim as usize);
+    let dims3 = Dims3 {
+        indices: recording.view_3d_dims,
+        names: recording.view_3d_dims.map(|i| format!("{} (step {})", names[i % names.len()], i / names.len())),
+    };
 
     // ---- The loop --------------------------------------------------------------------------
     let mut replay = Replay::new(schedule.replay_trajectories);
@@ -153,17 +190,57 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         let steps_before = env_steps;
         env_steps += round.env_steps;
         let phase = if eval_only { "eval" } else { "rollout" };
-        metrics.log(
-            iteration as i64,
-            &[
-                (&format!("{phase}/success_rate") as &str, success_rate),
-                (&format!("{phase}/episodes"), round.episodes as f64),
-                ("rollout/exploration_gap", round.mean_gap),
-                ("rollout/worker_failures", round.worker_failures as f64),
-                ("env_steps", env_steps as f64),
-                ("time/rollout_s", rollout_s),
-            ],
-        )?;
+        let round_values = [
+            (&format!("{phase}/success_rate") as &str, success_rate),
+            (&format!("{phase}/episodes"), round.episodes as f64),
+            ("rollout/exploration_gap", round.mean_gap),
+            ("rollout/worker_failures", round.worker_failures as f64),
+            ("env_steps", env_steps as f64),
+            ("time/rollout_s", rollout_s),
+        ];
+        metrics.log(iteration as i64, &round_values)?;
+        recorder.set_time(iteration as i64, Some(env_steps as i64));
+        recorder.metrics(&round_values);
+        if recorder.is_on() {
+            // Probe states: chosen once, from the first round (an evaluation on a fresh run).
+            if probes.is_none() && recording.probe_states > 0 && !round.trajectories.is_empty() {
+                let chosen = ProbeStates::from_trajectories(
+                    &round.trajectories,
+                    recording.probe_states,
+                    spec.image_size.max(0) as usize,
+                );
+                chosen.save(&probes_path)?;
+                probes = Some(chosen);
+            }
+            if let (Some(probes), 0) = (&probes, planes.len()) {
+                viz::layout::finetune(&recorder, probes.count, &spec.obs.image_keys);
+            }
+            // A subsample of one episode's frames with the first executed step of each chunk.
+            if let (Some(first), true) = (round.trajectories.first(), recording.rollout_frame_every > 0) {
+                let (a, d) = (spec.action_dim as usize, first.actions.len() / first.chunks.max(1));
+                let frame = (spec.image_size * spec.image_size * 3) as usize;
+                for t in (0..first.chunks).step_by(recording.rollout_frame_every) {
+                    recorder.set_time(
+                        iteration as i64,
+                        Some((steps_before + t * spec.config.exec_horizon as usize) as i64),
+                    );
+                    let cameras: Vec<(&str, &[u8])> = spec
+                        .obs
+                        .image_keys
+                        .iter()
+                        .zip(&first.images)
+                        .map(|(key, images)| (key.as_str(), &images[t * frame..(t + 1) * frame]))
+                        .collect();
+                    recorder.rollout_frame(
+                        &cameras,
+                        spec.image_size as usize,
+                        &first.actions[t * d..t * d + a],
+                        &names,
+                    );
+                }
+                recorder.set_time(iteration as i64, Some(env_steps as i64));
+            }
+        }
         if eval_only {
             evaluations.push((iteration, steps_before, success_rate));
         } else if round.trajectories.is_empty() {
@@ -231,6 +308,29 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
                 ]);
             }
             metrics.log(iteration as i64, &values)?;
+            recorder.metrics(&values);
+        }
+        // The probes' particles after this iteration's updates (the next iteration reseeds
+        // the RNG, so recording does not change training).
+        if let (true, Some(probes)) = (recorder.is_on(), &probes) {
+            let new_planes = planes.len();
+            let snapshots = rldt.probe_snapshots(probes, &mut planes, recording.q_map_grid);
+            for (i, snap) in snapshots.iter().enumerate() {
+                if i >= new_planes {
+                    recorder.probe_axes(
+                        i,
+                        &planes[i],
+                        Some(&dims3),
+                        &format!(
+                            "A fixed state of the run (`{PROBES_FILE}`), recorded after every iteration's updates."
+                        ),
+                    );
+                    for (camera, key) in spec.obs.image_keys.iter().enumerate() {
+                        recorder.image(&format!("probes/{i}/camera/{key}"), probes.image(camera, i), probes.image_size);
+                    }
+                }
+                recorder.probe(i, snap, &planes[i], Some(&dims3));
+            }
         }
         progress.inc(1);
         let done = iteration + 1;
@@ -244,10 +344,15 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         }
     }
     progress.finish();
+    recorder.flush().map_err(|e| run_error(e.to_string()))?;
     let checkpoint = last_checkpoint.ok_or_else(|| run_error("no checkpoint was written".into()))?;
     Ok(FinetuneSummary {
         run_dir,
         checkpoint,
+        recording: match sink {
+            Sink::File(path) => path,
+            _ => PathBuf::new(),
+        },
         iterations: schedule.iterations,
         resumed_from: options.resume.then_some(start_iteration),
         env_steps,
