@@ -189,7 +189,7 @@ pub enum Command {
         #[arg(long, default_value = "runs/toy")]
         record_dir: PathBuf,
         /// Particle snapshots every N actor steps.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         record_every: i64,
         /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
         /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file
@@ -215,10 +215,10 @@ pub enum Bench {
         seed: i64,
         #[arg(long, default_value_t = 300)]
         actor_steps: i64,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         record_every: i64,
         /// Repetitions of each (off, on) pair; the medians are reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
     /// Seconds per critic step and per actor step of RLDT at chosen shapes (optionally vs

@@ -24,6 +24,8 @@ pub struct RecordingBench {
     /// (median on / median off − 1) × 100.
     pub overhead_percent: f64,
     pub recording_bytes: u64,
+    /// The last recording (kept for `rldt-vision inspect … --check`).
+    pub recording_file: std::path::PathBuf,
     /// The two runs' final samples agree (recording does not change training).
     pub same_result: bool,
 }
@@ -60,7 +62,6 @@ pub fn bench_recording(
         same_result &= off.near_peak == on.near_peak && off.left_share == on.left_share;
         bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let (median_off_s, median_on_s) = (median(&off_s), median(&on_s));
     Ok(RecordingBench {
         machine: super::cpu_description(),
@@ -73,6 +74,7 @@ pub fn bench_recording(
         median_on_s,
         overhead_percent: (median_on_s / median_off_s - 1.0) * 100.0,
         recording_bytes: bytes,
+        recording_file: file,
         same_result,
     })
 }

@@ -82,7 +82,7 @@ impl ToyOptions {
             consistency_weight: 0.5,
             constraint_weight: 0.2,
             fixed_bandwidth: None,
-            record_every: 5,
+            record_every: 10,
         }
     }
 }
@@ -159,7 +159,10 @@ fn record_snapshot(recorder: &Recorder, policy: &FlowPolicy, objective: &ActorOb
     let q_grad = |a: &Tensor| q_and_grad(a).1;
     let q_value = |a: &Tensor| q_and_grad(a).0;
     let mut snap = snapshot(policy, &cond, &q_grad, &q_value, objective);
-    snap.q_map = Some(q_map(plane, 41, &q_value, Device::Cpu));
+    if step == 0 {
+        // Q is known and fixed here: its map is recorded once (it stays shown).
+        snap.q_map = Some(q_map(plane, 41, &q_value, Device::Cpu));
+    }
     recorder.probe(0, &snap, plane, None);
     let cloud: Vec<f32> = Vec::try_from(&sample(policy, RECORDED_SAMPLES).contiguous().view([-1])).expect("float");
     let cloud: Vec<[f32; 2]> = cloud.chunks(2).map(|c| [c[0], c[1]]).collect();
