@@ -31,7 +31,7 @@ for run in sorted(glob.glob(os.path.join(root, "*_s*"))):
         points.append((state["env_steps"], report["success_rate"], report["episodes"]))
     runs[field][seed] = sorted(points)
 
-colours = {"svgd": "tab:blue", "delta": "tab:orange"}
+colours = {"svgd": "tab:blue", "delta": "tab:orange", "svgd-c0.05": "tab:green"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
 lo, hi = pretrained["success_rate_ci95"]
 ax.axhspan(lo, hi, color="grey", alpha=0.15, label=f"no fine-tuning (95% CI, n={pretrained['episodes']})")

@@ -148,3 +148,48 @@ pub fn check(path: &Path) -> Result<(), ViewerError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_viewer(dir: &Path, version_line: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("rerun");
+        std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_viewer_of_another_version_is_refused_with_both_versions_named() {
+        let dir = std::env::temp_dir().join(format!("rldt-viewer-test-{}", std::process::id()));
+        let old = fake_viewer(&dir.join("old"), "rerun-cli 0.30.1 (native_viewer) [rustc 1.90]");
+        let message = check_version(&old).unwrap_err().to_string();
+        assert!(message.contains("0.30.1") && message.contains(RERUN_VERSION), "{message}");
+        let right = fake_viewer(&dir.join("right"), &format!("rerun-cli {RERUN_VERSION} (native_viewer)"));
+        check_version(&right).unwrap();
+        let missing = check_version(&dir.join("absent")).unwrap_err().to_string();
+        assert!(missing.contains("cannot run it"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn recording_files_list_the_run_file_then_resumes_by_iteration() {
+        let dir = std::env::temp_dir().join(format!("rldt-recording-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["particles.resume-10.rrd", "particles.rrd", "particles.resume-2.rrd", "metrics.jsonl"] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let names: Vec<String> = crate::viz::recording_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["particles.rrd", "particles.resume-2.rrd", "particles.resume-10.rrd"]);
+        let message = inspect(&dir.join("nothing-here"), false, 9090).unwrap_err().to_string();
+        assert!(message.contains("nothing-here"), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
