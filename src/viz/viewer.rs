@@ -62,9 +62,8 @@ pub fn check_version(viewer: &Path) -> Result<(), ViewerError> {
     Ok(())
 }
 
-/// Opens the recordings of `path` (a run directory or an .rrd file): the native viewer, or
-/// with `web` the web viewer on 127.0.0.1 (URL printed). Blocks until the viewer exits.
-pub fn inspect(path: &Path, web: bool, web_port: u16) -> Result<(), ViewerError> {
+/// The recording files of `path` (at least one) and a viewer of the right version.
+fn files_and_viewer(path: &Path) -> Result<(Vec<PathBuf>, PathBuf), ViewerError> {
     let files =
         super::recording_files(path).map_err(|e| ViewerError::Failed { path: path.into(), message: e.to_string() })?;
     if files.is_empty() {
@@ -72,6 +71,13 @@ pub fn inspect(path: &Path, web: bool, web_port: u16) -> Result<(), ViewerError>
     }
     let viewer = find_viewer()?;
     check_version(&viewer)?;
+    Ok((files, viewer))
+}
+
+/// Opens the recordings of `path` (a run directory or an .rrd file): the native viewer, or
+/// with `web` the web viewer on 127.0.0.1 (URL printed). Blocks until the viewer exits.
+pub fn inspect(path: &Path, web: bool, web_port: u16) -> Result<(), ViewerError> {
+    let (files, viewer) = files_and_viewer(path)?;
     let mut command = viewer_command(&viewer);
     if web {
         command.args(["--serve-web", "--bind", "127.0.0.1", "--web-viewer-port", &web_port.to_string()]);
@@ -88,38 +94,32 @@ pub fn inspect(path: &Path, web: bool, web_port: u16) -> Result<(), ViewerError>
     Ok(())
 }
 
-/// `rerun rrd verify FILE`: Ok when the file is a complete, readable recording.
-pub fn verify(viewer: &Path, file: &Path) -> Result<(), ViewerError> {
+/// `rerun rrd <subcommand> FILE`: its stdout, or an error naming the file and the stderr.
+fn rrd(viewer: &Path, subcommand: &str, file: &Path) -> Result<Vec<u8>, ViewerError> {
     let output = viewer_command(viewer)
-        .args(["rrd", "verify"])
-        .arg(file)
-        .output()
-        .map_err(|e| ViewerError::Failed { path: viewer.into(), message: e.to_string() })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ViewerError::Failed {
-            path: file.into(),
-            message: format!("`rerun rrd verify` failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
-        })
-    }
-}
-
-/// The entity paths of a recording (from `rerun rrd stats`), sorted.
-pub fn entity_paths(viewer: &Path, file: &Path) -> Result<Vec<String>, ViewerError> {
-    let output = viewer_command(viewer)
-        .args(["rrd", "stats"])
+        .args(["rrd", subcommand])
         .arg(file)
         .output()
         .map_err(|e| ViewerError::Failed { path: viewer.into(), message: e.to_string() })?;
     if !output.status.success() {
         return Err(ViewerError::Failed {
             path: file.into(),
-            message: format!("`rerun rrd stats` failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            message: format!("`rerun rrd {subcommand}` failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
         });
     }
+    Ok(output.stdout)
+}
+
+/// `rerun rrd verify FILE`: Ok when the file is a complete, readable recording.
+pub fn verify(viewer: &Path, file: &Path) -> Result<(), ViewerError> {
+    rrd(viewer, "verify", file).map(|_| ())
+}
+
+/// The entity paths of a recording (from `rerun rrd stats`), sorted.
+pub fn entity_paths(viewer: &Path, file: &Path) -> Result<Vec<String>, ViewerError> {
+    let output = rrd(viewer, "stats", file)?;
     // Lines "/entity/path: <chunks>" of the "Num chunks per entity" section.
-    let mut paths: Vec<String> = String::from_utf8_lossy(&output.stdout)
+    let mut paths: Vec<String> = String::from_utf8_lossy(&output)
         .lines()
         .filter(|l| l.starts_with('/'))
         .filter_map(|l| l.rsplit_once(": ").map(|(p, _)| p.to_owned()))
@@ -131,13 +131,7 @@ pub fn entity_paths(viewer: &Path, file: &Path) -> Result<Vec<String>, ViewerErr
 
 /// `inspect --check`: verifies every recording file of `path` and prints its entity paths.
 pub fn check(path: &Path) -> Result<(), ViewerError> {
-    let files =
-        super::recording_files(path).map_err(|e| ViewerError::Failed { path: path.into(), message: e.to_string() })?;
-    if files.is_empty() {
-        return Err(ViewerError::NoRecording { path: path.into() });
-    }
-    let viewer = find_viewer()?;
-    check_version(&viewer)?;
+    let (files, viewer) = files_and_viewer(path)?;
     for file in files {
         verify(&viewer, &file)?;
         let paths = entity_paths(&viewer, &file)?;
