@@ -76,6 +76,41 @@ fn arrow_scale<const N: usize>(points: &[[f32; N]], combined: &[[f32; N]]) -> f3
     }
 }
 
+/// A snapshot in one view's N coordinates: `point` maps positions, `vector` directions.
+/// The field layers are already multiplied by the view's arrow scale.
+struct ViewRows<const N: usize> {
+    points: Vec<[f32; N]>,
+    queries: Vec<[f32; N]>,
+    attraction: Vec<[f32; N]>,
+    repulsion: Vec<[f32; N]>,
+    combined: Vec<[f32; N]>,
+    /// P strips of K + 1 points.
+    chains: Vec<Vec<[f32; N]>>,
+    scale: f32,
+}
+
+fn view_rows<const N: usize>(
+    snapshot: &ParticleSnapshot,
+    point: impl Fn(&[f32]) -> [f32; N],
+    vector: impl Fn(&[f32]) -> [f32; N],
+) -> ViewRows<N> {
+    let (p, d, k) = (snapshot.particles, snapshot.numbers, snapshot.denoising_steps);
+    let points = rows(&snapshot.endpoints, d, &point);
+    let combined = rows(&snapshot.field, d, &vector);
+    let scale = arrow_scale(&points, &combined);
+    ViewRows {
+        queries: rows(&snapshot.queries, d, &point),
+        attraction: scaled(&rows(&snapshot.attraction, d, &vector), scale),
+        repulsion: scaled(&rows(&snapshot.repulsion, d, &vector), scale),
+        combined: scaled(&combined, scale),
+        chains: (0..p)
+            .map(|j| (0..=k).map(|s| point(&snapshot.chains[(s * p + j) * d..(s * p + j + 1) * d])).collect())
+            .collect(),
+        points,
+        scale,
+    }
+}
+
 fn scaled<const N: usize>(v: &[[f32; N]], s: f32) -> Vec<[f32; N]> {
     v.iter().map(|x| x.map(|c| c * s)).collect()
 }
@@ -95,16 +130,8 @@ impl Recorder {
         // ---- 2-D view on the probe's plane ----------------------------------------------
         let view = format!("{base}/actions_2d");
         let project = |a: &[f32]| plane.project_point(a);
-        let along = |v: &[f32]| plane.project_vector(v);
-        let points = rows(&snapshot.endpoints, d, project);
-        let queries = rows(&snapshot.queries, d, project);
-        let (attraction, repulsion, combined) = (
-            rows(&snapshot.attraction, d, along),
-            rows(&snapshot.repulsion, d, along),
-            rows(&snapshot.field, d, along),
-        );
-        let scale = arrow_scale(&points, &combined);
-        let _ = rec.log(format!("{base}/arrow_scale"), &Scalars::single(scale as f64));
+        let flat = view_rows(snapshot, project, |v: &[f32]| plane.project_vector(v));
+        let _ = rec.log(format!("{base}/arrow_scale"), &Scalars::single(flat.scale as f64));
         if let Some(map) = &snapshot.q_map {
             let g = map.grid;
             let step = 2.0 * map.extent / (g.max(2) - 1) as f32;
@@ -117,66 +144,49 @@ impl Recorder {
                 &Points2D::new(positions).with_colors(colours).with_radii([0.5 * step]).with_draw_order(-10.0),
             );
         }
-        let chains2: Vec<Vec<[f32; 2]>> = (0..p)
-            .map(|j| (0..=k).map(|s| project(&snapshot.chains[(s * p + j) * d..(s * p + j + 1) * d])).collect())
-            .collect();
-        let _ = rec.log(format!("{view}/chains"), &LineStrips2D::new(chains2.clone()).with_colors([rgb(CHAIN)]));
+        let _ = rec.log(format!("{view}/chains"), &LineStrips2D::new(flat.chains).with_colors([rgb(CHAIN)]));
         let _ = rec.log(
             format!("{view}/particles"),
-            &Points2D::new(points.clone()).with_colors(q_colours.clone()).with_radii([-5.0]),
+            &Points2D::new(flat.points).with_colors(q_colours.clone()).with_radii([-5.0]),
         );
         let _ = rec.log(
             format!("{view}/queries"),
-            &Points2D::new(queries.clone()).with_colors([rgb(QUERY)]).with_radii([-3.0]),
+            &Points2D::new(flat.queries.clone()).with_colors([rgb(QUERY)]).with_radii([-3.0]),
         );
         for (name, vectors, colour) in [
-            ("attraction", &attraction, ATTRACTION),
-            ("repulsion", &repulsion, REPULSION),
-            ("combined", &combined, COMBINED),
+            ("attraction", flat.attraction, ATTRACTION),
+            ("repulsion", flat.repulsion, REPULSION),
+            ("combined", flat.combined, COMBINED),
         ] {
             let _ = rec.log(
                 format!("{view}/field/{name}"),
-                &Arrows2D::from_vectors(scaled(vectors, scale))
-                    .with_origins(queries.clone())
-                    .with_colors([rgb(colour)]),
+                &Arrows2D::from_vectors(vectors).with_origins(flat.queries.clone()).with_colors([rgb(colour)]),
             );
         }
 
-        // ---- 3-D view on three chosen numbers --------------------------------------------
+        // ---- 3-D view on three chosen numbers (scaled by their own arrow factor) ----------
         let dims = dims3.filter(|_| d >= 3);
         if let Some(dims) = dims {
             let view = format!("{base}/actions_3d");
             let pick = |a: &[f32]| dims.indices.map(|i| a[i]);
-            let points = rows(&snapshot.endpoints, d, pick);
-            let queries = rows(&snapshot.queries, d, pick);
-            let (attraction, repulsion, combined) = (
-                rows(&snapshot.attraction, d, pick),
-                rows(&snapshot.repulsion, d, pick),
-                rows(&snapshot.field, d, pick),
-            );
-            let scale = arrow_scale(&points, &combined);
-            let chains3: Vec<Vec<[f32; 3]>> = (0..p)
-                .map(|j| (0..=k).map(|s| pick(&snapshot.chains[(s * p + j) * d..(s * p + j + 1) * d])).collect())
-                .collect();
-            let _ = rec.log(format!("{view}/chains"), &LineStrips3D::new(chains3).with_colors([rgb(CHAIN)]));
+            let space = view_rows(snapshot, pick, pick);
+            let _ = rec.log(format!("{view}/chains"), &LineStrips3D::new(space.chains).with_colors([rgb(CHAIN)]));
             let _ = rec.log(
                 format!("{view}/particles"),
-                &Points3D::new(points).with_colors(q_colours.clone()).with_radii([-5.0]),
+                &Points3D::new(space.points).with_colors(q_colours.clone()).with_radii([-5.0]),
             );
             let _ = rec.log(
                 format!("{view}/queries"),
-                &Points3D::new(queries.clone()).with_colors([rgb(QUERY)]).with_radii([-3.0]),
+                &Points3D::new(space.queries.clone()).with_colors([rgb(QUERY)]).with_radii([-3.0]),
             );
             for (name, vectors, colour) in [
-                ("attraction", &attraction, ATTRACTION),
-                ("repulsion", &repulsion, REPULSION),
-                ("combined", &combined, COMBINED),
+                ("attraction", space.attraction, ATTRACTION),
+                ("repulsion", space.repulsion, REPULSION),
+                ("combined", space.combined, COMBINED),
             ] {
                 let _ = rec.log(
                     format!("{view}/field/{name}"),
-                    &Arrows3D::from_vectors(scaled(vectors, scale))
-                        .with_origins(queries.clone())
-                        .with_colors([rgb(colour)]),
+                    &Arrows3D::from_vectors(vectors).with_origins(space.queries.clone()).with_colors([rgb(colour)]),
                 );
             }
         }
