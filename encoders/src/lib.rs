@@ -97,7 +97,7 @@ impl ImageEncoder {
             self.image_size
         );
         let x = pixels::to_network_input(images);
-        let x = self.augmentation.apply(&x, train);
+        let x = pixels::channels_last(&self.augmentation.apply(&x, train));
         match &self.backbone {
             Backbone::Resnet(trunk, keypoints) => keypoints.forward(&trunk.forward(&x)),
             Backbone::Vit(vit, embedding) => embedding.forward(&vit.forward(&x), proprio),

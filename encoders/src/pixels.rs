@@ -11,6 +11,17 @@ pub fn to_network_input(images: &Tensor) -> Tensor {
     images.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0 - 0.5
 }
 
+/// [N, C, H, W] → the same values laid out channels-last in memory (NHWC strides, the shape
+/// stays [N, C, H, W]). Convolutions on the CPU run their oneDNN NHWC kernels for such inputs
+/// and keep the layout through the trunk: about 20–30% less time per ResNet forward and
+/// backward on this project's CPU machine (`rldt-vision bench finetune`). A no-op copy-free
+/// view when `x` already has that layout (the unaugmented path: `to_network_input` of an HWC
+/// batch is channels-last already). tch 0.24 has no memory-format argument, so the layout is
+/// made by permuting to NHWC, making that contiguous, and permuting back.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,5 +38,18 @@ mod tests {
         for (a, b) in v.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{v:?}");
         }
+    }
+
+    /// Same values and shape, NHWC strides: for [2, 3, 4, 5] the strides are
+    /// (H·W·C, 1, W·C, C) = (60, 1, 15, 3).
+    #[test]
+    fn channels_last_keeps_values_changes_strides() {
+        let x = Tensor::arange(120, (Kind::Float, tch::Device::Cpu)).view([2, 3, 4, 5]);
+        let y = channels_last(&x);
+        assert_eq!(y.size(), [2, 3, 4, 5]);
+        assert_eq!(y.stride(), [60, 1, 15, 3]);
+        assert!(y.equal(&x));
+        let img = Tensor::zeros([2, 4, 5, 3], (Kind::Uint8, tch::Device::Cpu));
+        assert_eq!(to_network_input(&img).stride(), [60, 1, 15, 3], "HWC input is channels-last already");
     }
 }
