@@ -31,7 +31,7 @@ for run in sorted(glob.glob(os.path.join(root, "*_s*"))):
         points.append((state["env_steps"], report["success_rate"], report["episodes"]))
     runs[field][seed] = sorted(points)
 
-colours = {"svgd": "tab:blue", "delta": "tab:orange", "svgd-c0.05": "tab:green"}
+colours = {"svgd": "tab:blue", "delta": "tab:orange", "svgd-c0.05": "tab:green", "svgd-a1": "tab:purple"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
 lo, hi = pretrained["success_rate_ci95"]
 ax.axhspan(lo, hi, color="grey", alpha=0.15, label=f"no fine-tuning (95% CI, n={pretrained['episodes']})")
@@ -48,7 +48,7 @@ for field, seeds in sorted(runs.items()):
     label = "RLDT (svgd)" if field == "svgd" else "delta field (ablation)" if field == "delta" else field
     ax.plot(common, means, color=c, lw=2.5, label=f"{label}, mean of {len(seeds)} seeds")
 ax.set_xlabel("env steps")
-ax.set_ylabel("success rate (50 episodes, horizon 100)")
+ax.set_ylabel(f"success rate ({pretrained['episodes']} episodes, horizon 100)")
 ax.set_title("Lift, low-dim state: fine-tuning a weak flow policy (2 demos)")
 ax.set_ylim(0, 1)
 ax.legend(loc="lower right", fontsize=8)

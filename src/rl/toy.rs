@@ -196,6 +196,7 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
     let objective = ActorObjective {
         field: options.field,
         temperature_scale: options.temperature_scale,
+        alignment_weight: 1.0,
         consistency_weight: options.consistency_weight,
         constraint_weight: options.constraint_weight,
         bandwidth: if options.fixed_bandwidth.is_some() { BandwidthKind::Fixed } else { BandwidthKind::Median },
