@@ -168,6 +168,9 @@ pub enum Command {
         fields: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
         seeds: Vec<i64>,
+        /// Flow-matching steps on the bimodal data before the RLDT steps.
+        #[arg(long, default_value_t = 1500)]
+        pretrain_steps: i64,
         #[arg(long, default_value_t = 300)]
         actor_steps: i64,
         #[arg(long, default_value_t = 1e-3)]
@@ -185,6 +188,12 @@ pub enum Command {
         /// A fixed kernel bandwidth h instead of the median rule.
         #[arg(long)]
         fixed_bandwidth: Option<f64>,
+        /// Denoising steps k at which a† is queried (paper: all, 0..7).
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
+        query_steps: Vec<i64>,
+        /// Particle chains per state (paper: 8).
+        #[arg(long, default_value_t = 8)]
+        particles: i64,
         /// Each (field, seed) run records to <DIR>/<field>_seed<seed>/particles.rrd.
         #[arg(long, default_value = "runs/toy")]
         record_dir: PathBuf,

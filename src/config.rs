@@ -143,7 +143,15 @@ mod tests {
     #[test]
     fn committed_finetune_configs_are_complete_and_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/finetune");
-        for name in ["square.json", "square_cpu.json", "transport.json", "lift_cpu.json", "square_demo.json"] {
+        for name in [
+            "square.json",
+            "square_cpu.json",
+            "transport.json",
+            "lift_cpu.json",
+            "square_demo.json",
+            "lift_lowdim.json",
+            "lift_lowdim_paper_weights.json",
+        ] {
             finetune::FinetuneConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let mut config = finetune::FinetuneConfig::load(&dir.join("square.json")).unwrap();

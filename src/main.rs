@@ -18,7 +18,7 @@ use rldt_vision::config::PretrainConfig;
 use rldt_vision::device::set_threads;
 use rldt_vision::eval::{evaluate, EvalOptions};
 use rldt_vision::policy::checkpoint::Weights;
-use rldt_vision::rl::actor::FieldKind;
+use rldt_vision::rl::actor::{ActorObjective, FieldKind};
 use rldt_vision::rl::toy::{run_toy, ToyOptions};
 use rldt_vision::sim::SimConfig;
 use rldt_vision::train::finetune::{finetune, FinetuneOptions};
@@ -225,6 +225,7 @@ fn main() -> anyhow::Result<()> {
         Command::Toy {
             fields,
             seeds,
+            pretrain_steps,
             actor_steps,
             actor_lr,
             temperature_scale,
@@ -232,12 +233,17 @@ fn main() -> anyhow::Result<()> {
             consistency_weight,
             constraint_weight,
             fixed_bandwidth,
+            query_steps,
+            particles,
             record_dir,
             record_every,
             viewer,
             no_record,
         } => {
             set_threads(0);
+            let check = ActorObjective { query_steps: query_steps.clone(), ..ActorObjective::paper() };
+            check.check(8).map_err(|e| anyhow::anyhow!("--query-steps: {e}"))?;
+            anyhow::ensure!(particles >= 2, "--particles must be ≥ 2, got {particles}");
             let sink = recording_sink(&viewer, no_record)?;
             for field in &fields {
                 let field = match field.as_str() {
@@ -245,8 +251,10 @@ fn main() -> anyhow::Result<()> {
                     "delta" => FieldKind::Delta,
                     other => anyhow::bail!("--fields: unknown field `{other}` (svgd or delta)"),
                 };
+                let mut reports = Vec::new();
                 for &seed in &seeds {
                     let mut options = ToyOptions::new(field, seed);
+                    options.pretrain_steps = pretrain_steps;
                     options.actor_steps = actor_steps;
                     options.actor_lr = actor_lr;
                     options.temperature_scale = temperature_scale;
@@ -254,6 +262,8 @@ fn main() -> anyhow::Result<()> {
                     options.consistency_weight = consistency_weight;
                     options.constraint_weight = constraint_weight;
                     options.fixed_bandwidth = fixed_bandwidth;
+                    options.query_steps = query_steps.clone();
+                    options.particles = particles;
                     options.record_every = record_every;
                     let name = format!("{}_seed{seed}", if field == FieldKind::Svgd { "svgd" } else { "delta" });
                     let file = record_dir.join(&name).join("particles.rrd");
@@ -271,7 +281,22 @@ fn main() -> anyhow::Result<()> {
                         );
                     }
                     println!("{}", serde_json::to_string(&report)?);
+                    reports.push(report);
                 }
+                let mean = |f: &dyn Fn(&rldt_vision::rl::toy::ToyReport) -> f64| {
+                    reports.iter().map(f).sum::<f64>() / reports.len().max(1) as f64
+                };
+                eprintln!(
+                    "[toy] {field:?}: both modes ≥ 25% in {}/{} seeds; minority share min {:.2}, mean {:.2}; \
+                     near a peak mean {:.3}; spread at the peaks mean {:.3}; mean Q {:.3}",
+                    reports.iter().filter(|r| r.minority_share() >= 0.25).count(),
+                    reports.len(),
+                    reports.iter().map(|r| r.minority_share()).fold(f64::INFINITY, f64::min),
+                    mean(&|r| r.minority_share()),
+                    mean(&|r| r.finetuned.near_peak),
+                    mean(&|r| r.finetuned.peak_spread),
+                    mean(&|r| r.finetuned.mean_q),
+                );
             }
         }
         Command::Inspect { path, web, web_port, check } => {

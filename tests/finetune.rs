@@ -202,3 +202,32 @@ fn a_diverging_finetune_stops_and_keeps_the_last_checkpoint() {
     rldt_vision::policy::checkpoint::load(&latest, rldt_vision::policy::checkpoint::Weights::Online, Device::Cpu)
         .unwrap();
 }
+
+/// Denoising steps the checkpoint does not have (K = 8 here) are refused before any worker
+/// starts, naming the run's config file and the field.
+#[test]
+fn steps_beyond_the_checkpoints_k_are_refused_naming_the_field() {
+    let pretrained = pretrained("pretrained_steps");
+    for (field, edit) in [
+        (
+            "actor.objective.query_steps",
+            &(|c: &mut FinetuneConfig| c.actor.objective.query_steps = vec![3, 8]) as &dyn Fn(&mut FinetuneConfig),
+        ),
+        ("rollout.exploration_steps", &|c: &mut FinetuneConfig| c.rollout.exploration_steps = vec![6, 9]),
+    ] {
+        let mut config = tiny(&pretrained);
+        edit(&mut config);
+        let run_dir = scratch(&format!("steps_{field}"));
+        let err = finetune(FinetuneOptions {
+            config: Some(config),
+            run_dir: run_dir.clone(),
+            device: Device::Cpu,
+            resume: false,
+            recording: None,
+        })
+        .err()
+        .expect("the run must be refused");
+        let message = err.to_string();
+        assert!(message.contains(field) && message.contains("config.json") && message.contains("K = 8"), "{message}");
+    }
+}

@@ -30,8 +30,8 @@ fn a_toy_recording_verifies_and_holds_the_particle_entities() {
     recorder.flush().unwrap();
     drop(recorder);
     let unrecorded = run_toy(&short_toy(), &Recorder::off());
-    assert_eq!(recorded.near_peak, unrecorded.near_peak, "recording must not change training");
-    assert_eq!(recorded.left_share, unrecorded.left_share);
+    assert_eq!(recorded.finetuned.near_peak, unrecorded.finetuned.near_peak, "recording must not change training");
+    assert_eq!(recorded.finetuned.left_share, unrecorded.finetuned.left_share);
 
     let viewer = find_viewer().expect("the venv's rerun (scripts/setup installs rerun-sdk)");
     check_version(&viewer).unwrap();

@@ -59,7 +59,8 @@ pub fn bench_recording(
         recorder.flush()?;
         drop(recorder);
         on_s.push(started.elapsed().as_secs_f64());
-        same_result &= off.near_peak == on.near_peak && off.left_share == on.left_share;
+        same_result &=
+            off.finetuned.near_peak == on.finetuned.near_peak && off.finetuned.left_share == on.finetuned.left_share;
         bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
     }
     let (median_off_s, median_on_s) = (median(&off_s), median(&on_s));

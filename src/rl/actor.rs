@@ -4,7 +4,7 @@
 //!
 //! 1. Encoder features once per state, repeated over P particles (rows state-major, b·P + p).
 //! 2. Without gradient: P full Euler chains x_0..x_K per state; endpoints a_j.
-//! 3. Per row a random step k ∈ {0..K−1}, t = k/K, and the query a† = x_k + (1 − t)·v(x_k, t).
+//! 3. Per row a random step k from `query_steps` (paper: all of {0..K−1}), t = k/K, and the query a† = x_k + (1 − t)·v(x_k, t).
 //! 4. Scores g_j = ∇_a Q(s, a_j); the field φ(a†_i): SVGD (attraction + repulsion, §4), or
 //!    `delta` = ∇_a Q(s, a†_i) alone (the ablation).
 //! 5. Losses through one velocity evaluation per row (no back-propagation through the ODE):
@@ -50,6 +50,11 @@ pub struct ActorObjective {
     pub alignment_weight: f64,
     pub consistency_weight: f64,
     pub constraint_weight: f64,
+    /// Steps k at which a† is queried, one drawn uniformly per row (paper: every step,
+    /// [0, 1, …, K − 1]). Late steps only (e.g. [4, 5, 6, 7]) keep a† close to the chain's own
+    /// endpoint: at early steps a† is a posterior mean between modes, and a field there moves
+    /// the boundary between the modes' basins (see `rl::toy`).
+    pub query_steps: Vec<i64>,
 }
 
 impl ActorObjective {
@@ -64,7 +69,19 @@ impl ActorObjective {
             alignment_weight: 1.0,
             consistency_weight: 0.5,
             constraint_weight: 0.2,
+            query_steps: (0..8).collect(),
         }
+    }
+
+    /// Why these settings cannot run a policy with K denoising steps, if they cannot.
+    pub fn check(&self, k_steps: i64) -> std::result::Result<(), String> {
+        if self.query_steps.is_empty() || self.query_steps.iter().any(|&k| !(0..k_steps).contains(&k)) {
+            return Err(format!(
+                "actor.objective.query_steps: {:?} must be a non-empty list of steps in 0..{k_steps} (K = {k_steps})",
+                self.query_steps
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -129,7 +146,8 @@ pub fn particle_field(
     let (chains, x_t, t, queries, endpoints) = tch::no_grad(|| {
         let chains = policy.sample_chain(cond_fixed, &policy.initial_noise(rows, false)); // [K+1, B·P, D]
         let endpoints = chains.get(k_steps);
-        let k = Tensor::randint(k_steps, [rows], (Kind::Int64, device));
+        let choice = Tensor::randint(objective.query_steps.len() as i64, [rows], (Kind::Int64, device));
+        let k = Tensor::from_slice(&objective.query_steps).to_device(device).index_select(0, &choice); // [B·P]
         let x_t = chains
             .permute([1, 0, 2])
             .gather(1, &k.view([rows, 1, 1]).expand([rows, 1, chains.size()[2]], false), false)
@@ -256,5 +274,18 @@ mod tests {
             stats.consistency,
             stats.constraint
         );
+    }
+
+    /// Query steps must exist in the policy: 0..K; an empty list is refused too.
+    #[test]
+    fn query_steps_outside_0_to_k_are_refused() {
+        assert!(ActorObjective::paper().check(8).is_ok());
+        let late = ActorObjective { query_steps: vec![4, 5, 6, 7], ..ActorObjective::paper() };
+        assert!(late.check(8).is_ok());
+        assert!(late.check(4).unwrap_err().contains("K = 4"));
+        let empty = ActorObjective { query_steps: vec![], ..ActorObjective::paper() };
+        assert!(empty.check(8).unwrap_err().contains("actor.objective.query_steps"));
+        let negative = ActorObjective { query_steps: vec![-1], ..ActorObjective::paper() };
+        assert!(negative.check(8).is_err());
     }
 }

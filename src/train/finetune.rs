@@ -101,6 +101,14 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let pretrained = crate::eval::resolve_checkpoint(&config.pretrained)?;
     tch::manual_seed(config.seed as i64);
     let mut rldt = Rldt::new(&pretrained, &config.critic, &config.actor, options.device)?;
+    let k_steps = rldt.actor.spec().config.num_denoising_steps;
+    let step_error = |message: String| Error::Config { file: config_path.clone(), message };
+    config.actor.objective.check(k_steps).map_err(step_error)?;
+    if let Some(&k) = rollout.exploration_steps.iter().find(|&&k| k >= k_steps) {
+        return Err(step_error(format!(
+            "rollout.exploration_steps: step {k} does not exist in a policy with K = {k_steps} denoising steps (0..{k_steps})"
+        )));
+    }
     let (mut start_iteration, mut env_steps) = (0, 0);
     if let (true, Some(dir)) = (options.resume, &latest) {
         let path = dir.join(STATE_FILE);
