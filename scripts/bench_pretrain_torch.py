@@ -32,14 +32,16 @@ class BasicBlock(nn.Module):
             self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False), group_norm(c_out))
 
     def forward(self, x):
-        y = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
-        return F.relu(y + (x if self.down is None else self.down(x)))
+        # In place as torchvision's ResNet does (and as the Rust trunk does).
+        y = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)), inplace=True)))
+        y += x if self.down is None else self.down(x)
+        return F.relu(y, inplace=True)
 
 
 class ResNetKeypoints(nn.Module):
     def __init__(self, width, num_keypoints, feature_dim, input_size):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), group_norm(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), group_norm(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         blocks, c_in = [], width
         for stage, mult in enumerate([1, 2, 4, 8]):
             c_out = width * mult

@@ -261,6 +261,11 @@ pub enum Bench {
         /// Run scripts/bench_finetune_torch.py with this Python in the same invocation.
         #[arg(long)]
         torch: Option<PathBuf>,
+        /// Give the PyTorch process the host-memory policy rldt-vision runs with
+        /// (`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…`, see `host_memory`) instead of
+        /// glibc's defaults.
+        #[arg(long, requires = "torch")]
+        torch_keep_freed_memory: bool,
     },
     /// Env steps/s for 1..N workers: chunk-end vs per-step rendering, vs a DPPO-style Python
     /// loop (every step rendered), and worker memory.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod host_memory;
 pub mod optim;
 pub mod policy;
 pub mod rl;

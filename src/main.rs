@@ -55,6 +55,7 @@ fn recording_sink(viewer: &[String], no_record: bool) -> anyhow::Result<Option<S
 }
 
 fn main() -> anyhow::Result<()> {
+    rldt_vision::host_memory::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Pretrain { config, dataset, run_dir, device, resume, threads } => {
@@ -326,10 +327,12 @@ fn main() -> anyhow::Result<()> {
                     device,
                     threads,
                     torch,
+                    torch_keep_freed_memory,
                 },
         } => {
             let threads = set_threads(threads);
             let options = FinetuneBenchOptions {
+                torch_keep_freed_memory,
                 config: PretrainConfig::load(&config)?,
                 image_size,
                 proprio_dim,

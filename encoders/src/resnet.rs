@@ -46,12 +46,14 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.apply(&self.conv1).apply(&self.norm1).relu().apply(&self.conv2).apply(&self.norm2);
-        let skip = match &self.downsample {
-            Some((conv, norm)) => x.apply(conv).apply(norm),
-            None => x.shallow_clone(),
+        // In place where autograd allows it (GroupNorm's backward needs its input, not its
+        // output; ReLU's needs its output): saves an allocation and a pass over memory.
+        let mut y = x.apply(&self.conv1).apply(&self.norm1).relu_().apply(&self.conv2).apply(&self.norm2);
+        match &self.downsample {
+            Some((conv, norm)) => y += x.apply(conv).apply(norm),
+            None => y += x,
         };
-        (y + skip).relu()
+        y.relu_()
     }
 }
 
@@ -102,7 +104,7 @@ impl ResNet18 {
     /// x: [N, 3, S, S] f32 → [N, 8w, s, s] with s = `output_size(S)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut y =
-            x.apply(&self.stem_conv).apply(&self.stem_norm).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            x.apply(&self.stem_conv).apply(&self.stem_norm).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for block in &self.blocks {
             y = block.forward(&y);
         }

@@ -38,6 +38,8 @@ pub struct FinetuneBenchOptions {
     pub device: Device,
     pub threads: i32,
     pub torch_python: Option<PathBuf>,
+    /// Run the PyTorch side with glibc's malloc told to keep freed memory, as rldt-vision does.
+    pub torch_keep_freed_memory: bool,
     pub scratch_dir: PathBuf,
 }
 
@@ -123,6 +125,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         "machine": super::cpu_description(),
         "device": crate::device::describe(options.device),
         "threads": options.threads,
+        "keep_freed_memory": crate::host_memory::in_effect(),
         "config": config.name,
         "shapes": {
             "critic": {"trajectories": options.critic_trajectories, "chunks": options.chunks},
@@ -140,13 +143,18 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "actor": actor_s / torch["actor_step_s"].as_f64().unwrap_or(f64::NAN),
         });
         report["pytorch_eager"] = torch;
+        report["pytorch_eager"]["keep_freed_memory"] = options.torch_keep_freed_memory.into();
     }
     Ok(report)
 }
 
 fn run_torch(python: &Path, options: &FinetuneBenchOptions, proprio_dim: usize, action_dim: usize) -> Result<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_finetune_torch.py");
-    let output = Command::new(python)
+    let mut command = Command::new(python);
+    if options.torch_keep_freed_memory {
+        command.env("MALLOC_MMAP_MAX_", "0").env("MALLOC_TRIM_THRESHOLD_", "18446744073709551615");
+    }
+    let output = command
         .arg(&script)
         .args(["--config-json", &serde_json::to_string(&options.config).expect("config")])
         .args([
