@@ -309,5 +309,8 @@ pub enum Bench {
         /// Run scripts/bench_pretrain_torch.py with this Python in the same invocation.
         #[arg(long)]
         torch: Option<PathBuf>,
+        /// Give the PyTorch process rldt-vision's host-memory policy (see `host_memory`).
+        #[arg(long, requires = "torch")]
+        torch_keep_freed_memory: bool,
     },
 }

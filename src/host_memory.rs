@@ -24,6 +24,12 @@ pub fn keep_freed_memory() -> bool {
     on
 }
 
+/// Gives a child process (the PyTorch baselines of the benchmarks) the same policy through
+/// glibc's environment variables.
+pub fn keep_freed_memory_in(command: &mut std::process::Command) {
+    command.env("MALLOC_MMAP_MAX_", "0").env("MALLOC_TRIM_THRESHOLD_", u64::MAX.to_string());
+}
+
 /// Whether `keep_freed_memory` put the policy in effect in this process (benchmarks report it).
 pub fn in_effect() -> bool {
     IN_EFFECT.load(Ordering::Relaxed)

@@ -366,7 +366,18 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&bench_rollout(&options)?)?);
         }
         Command::Bench {
-            which: Bench::Pretrain { config, image_size, batch_size, warmup_steps, steps, device, threads, torch },
+            which:
+                Bench::Pretrain {
+                    config,
+                    image_size,
+                    batch_size,
+                    warmup_steps,
+                    steps,
+                    device,
+                    threads,
+                    torch,
+                    torch_keep_freed_memory,
+                },
         } => {
             let threads = set_threads(threads);
             let config = PretrainConfig::load(&config)?;
@@ -380,6 +391,7 @@ fn main() -> anyhow::Result<()> {
                 device: device.resolve()?,
                 threads,
                 torch_python: torch,
+                torch_keep_freed_memory,
                 scratch_dir: PathBuf::from("data/bench"),
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);

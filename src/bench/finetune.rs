@@ -152,7 +152,7 @@ fn run_torch(python: &Path, options: &FinetuneBenchOptions, proprio_dim: usize, 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_finetune_torch.py");
     let mut command = Command::new(python);
     if options.torch_keep_freed_memory {
-        command.env("MALLOC_MMAP_MAX_", "0").env("MALLOC_TRIM_THRESHOLD_", "18446744073709551615");
+        crate::host_memory::keep_freed_memory_in(&mut command);
     }
     let output = command
         .arg(&script)

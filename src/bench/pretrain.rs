@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub threads: i32,
     /// Also run the PyTorch eager baseline with this Python.
     pub torch_python: Option<PathBuf>,
+    /// Run the PyTorch side with glibc's malloc told to keep freed memory, as rldt-vision does.
+    pub torch_keep_freed_memory: bool,
     pub scratch_dir: PathBuf,
 }
 
@@ -107,6 +109,7 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
         "machine": super::cpu_description(),
         "device": crate::device::describe(options.device),
         "threads": options.threads,
+        "keep_freed_memory": crate::host_memory::in_effect(),
         "config": config.name,
         "shapes": {
             "batch": b, "cameras": config.dataset.obs.image_keys, "image": [options.image_size, options.image_size, 3],
@@ -124,6 +127,7 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
         json!(loading_samples_per_s / report["rust_tch"]["train_samples_per_s"].as_f64().unwrap_or(1.0));
     if let Some(python) = &options.torch_python {
         report["pytorch_eager"] = run_torch_baseline(python, options, data.proprio_dim(), data.action_dim)?;
+        report["pytorch_eager"]["keep_freed_memory"] = options.torch_keep_freed_memory.into();
         let torch_ms = report["pytorch_eager"]["train_step_ms"].as_f64().unwrap_or(f64::NAN);
         report["tch_time_over_torch_time"] = json!(1e3 * seconds / options.steps as f64 / torch_ms);
     }
@@ -133,7 +137,11 @@ pub fn bench_pretrain(options: &BenchOptions) -> Result<Value> {
 fn run_torch_baseline(python: &Path, options: &BenchOptions, proprio_dim: usize, action_dim: usize) -> Result<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_pretrain_torch.py");
     let config_json = serde_json::to_string(&options.config).expect("config serialises");
-    let output = Command::new(python)
+    let mut command = Command::new(python);
+    if options.torch_keep_freed_memory {
+        crate::host_memory::keep_freed_memory_in(&mut command);
+    }
+    let output = command
         .arg(&script)
         .args(["--config-json", &config_json])
         .args(["--image-size", &options.image_size.to_string()])

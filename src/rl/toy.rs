@@ -29,8 +29,9 @@ pub const PEAK_WIDTH: f64 = 0.15;
 pub const NEAR: f64 = 0.15;
 
 /// Flow-matching pretraining: cosine schedule from this learning rate down to `PRETRAIN_LR_END`.
-/// A smaller peak (1e-3) leaves, after 1,500 steps, a smeared band between the modes instead
-/// of two clusters, and RLDT then drifts all mass to one side in some seeds (measured: 2 of 8).
+/// 1e-3 (constant, or cosine from 1e-3) leaves, after 1,500 steps, a smeared band between the
+/// modes instead of two clusters, and RLDT then drifts all mass to one side in some seeds
+/// (measured with constant 1e-3: 2 of 8).
 pub const PRETRAIN_LR: f64 = 1e-2;
 pub const PRETRAIN_LR_END: f64 = 1e-5;
 
