@@ -243,7 +243,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             set_threads(0);
             let check = ActorObjective { query_steps: query_steps.clone(), ..ActorObjective::paper() };
-            check.check(8).map_err(|e| anyhow::anyhow!("--query-steps: {e}"))?;
+            let k_steps = rldt_vision::rl::toy::toy_spec().config.num_denoising_steps;
+            check.check(k_steps).map_err(|e| anyhow::anyhow!("--query-steps: {e}"))?;
             anyhow::ensure!(particles >= 2, "--particles must be ≥ 2, got {particles}");
             let sink = recording_sink(&viewer, no_record)?;
             for field in &fields {

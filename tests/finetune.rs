@@ -174,6 +174,18 @@ fn finetune_runs_evaluates_and_resumes() {
     assert!(state["counters"]["actor_steps"].as_i64().unwrap() >= 2);
 }
 
+/// A fresh CPU run of `config` in `run_dir` that must end in an error.
+fn failed_run(config: FinetuneConfig, run_dir: &Path) -> rldt_vision::Error {
+    let options = FinetuneOptions {
+        config: Some(config),
+        run_dir: run_dir.into(),
+        device: Device::Cpu,
+        resume: false,
+        recording: None,
+    };
+    finetune(options).err().expect("the run must stop with an error")
+}
+
 /// An exploding critic (learning rate 1e30) stops the run with a NonFinite error at the
 /// iteration where it happened, and the last checkpoint (the evaluation iteration's) is
 /// intact and loads.
@@ -185,15 +197,7 @@ fn a_diverging_finetune_stops_and_keeps_the_last_checkpoint() {
     config.critic.encoder_lr = 1e30;
     config.schedule.critic_steps_per_round = 4;
     let run_dir = scratch("diverge");
-    let err = finetune(FinetuneOptions {
-        config: Some(config),
-        run_dir: run_dir.clone(),
-        device: Device::Cpu,
-        resume: false,
-        recording: None,
-    })
-    .err()
-    .expect("the run must stop");
+    let err = failed_run(config, &run_dir);
     let message = err.to_string();
     assert!(matches!(err, rldt_vision::Error::NonFinite { step: 1, .. }), "{message}");
     assert!(message.contains("critic/td_loss") && message.contains("checkpoint"), "{message}");
@@ -217,16 +221,7 @@ fn steps_beyond_the_checkpoints_k_are_refused_naming_the_field() {
     ] {
         let mut config = tiny(&pretrained);
         edit(&mut config);
-        let run_dir = scratch(&format!("steps_{field}"));
-        let err = finetune(FinetuneOptions {
-            config: Some(config),
-            run_dir: run_dir.clone(),
-            device: Device::Cpu,
-            resume: false,
-            recording: None,
-        })
-        .err()
-        .expect("the run must be refused");
+        let err = failed_run(config, &scratch(&format!("steps_{field}")));
         let message = err.to_string();
         assert!(message.contains(field) && message.contains("config.json") && message.contains("K = 8"), "{message}");
     }
