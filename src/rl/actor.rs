@@ -4,7 +4,8 @@
 //!
 //! 1. Encoder features once per state, repeated over P particles (rows state-major, b·P + p).
 //! 2. Without gradient: P full Euler chains x_0..x_K per state; endpoints a_j.
-//! 3. Per row a random step k from `query_steps` (paper: all of {0..K−1}), t = k/K, and the query a† = x_k + (1 − t)·v(x_k, t).
+//! 3. Per row a random step k from `query_steps` (paper: all of {0..K−1}), t = k/K, and the
+//!    query a† = x_k + (1 − t)·v(x_k, t).
 //! 4. Scores g_j = ∇_a Q(s, a_j); the field φ(a†_i): SVGD (attraction + repulsion, §4), or
 //!    `delta` = ∇_a Q(s, a†_i) alone (the ablation).
 //! 5. Losses through one velocity evaluation per row (no back-propagation through the ODE):

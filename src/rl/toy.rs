@@ -19,7 +19,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::actor::{actor_objective, ActorObjective, BandwidthKind, FieldKind};
 use super::probe::{q_map, snapshot, PlaneView};
-use crate::optim::AdamW;
+use crate::optim::{warmup_cosine, AdamW};
 use crate::policy::{FlowPolicy, ObsBatch, PolicyConfig, PolicySpec, VelocityHeadConfig};
 use crate::viz::Recorder;
 
@@ -239,10 +239,7 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
         let actions = (centre + Tensor::randn([batch, 2], (Kind::Float, Device::Cpu)) * 0.08).view([batch, 1, 2]);
         optimizer.zero_grad();
         policy.flow_loss(&constant_states(batch), &actions, true).backward();
-        let progress = step as f64 / options.pretrain_steps.max(1) as f64;
-        optimizer.step(
-            PRETRAIN_LR_END + 0.5 * (PRETRAIN_LR - PRETRAIN_LR_END) * (1.0 + (std::f64::consts::PI * progress).cos()),
-        );
+        optimizer.step(warmup_cosine(step, options.pretrain_steps, 0, PRETRAIN_LR, PRETRAIN_LR_END));
     }
     let pretrained = describe(&sample(&policy, options.samples));
 
