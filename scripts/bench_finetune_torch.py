@@ -1,5 +1,5 @@
 """PyTorch-eager baseline for `rldt-vision bench finetune`: the same critic step and actor step
-as rldt-vision's Rldt (rldt-algorithm.md §3-§5) with the same networks (built by
+as rldt-vision's Rldt (docs/algorithm.md §3-§5) with the same networks (built by
 bench_pretrain_torch.py's classes from the same config) on random data of the same shapes.
 Prints one JSON object with the mean seconds per step. Written for this project.
 """

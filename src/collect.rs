@@ -1,6 +1,7 @@
 //! `rldt-vision collect`: scripted-expert demonstrations written as Robomimic HDF5.
 //!
-//! W workers run episodes in parallel (episode e uses seed `seed + e`); the task's scripted
+//! W workers run episodes on the episode engine (`crate::episodes`; episode e uses seed
+//! `seed + e`); the task's scripted
 //! expert (privileged state, `scripts/rldt_sim/experts.py`) acts in chunks of steps, every step
 //! rendered and its MuJoCo state recorded. Each finished episode that succeeded (or every
 //! episode with `keep_failures`) becomes `data/demo_N` with `actions`, `rewards`, `dones`,
@@ -14,23 +15,58 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use rldt_datasets::writer::{split_train_valid, DemoRecord, ObsArray, RobomimicWriter};
 
+use crate::episodes::{
+    consecutive_seeds, run_episodes, Decision, Ending, EpisodeEnvs, EpisodeId, EpisodeSink, Running,
+};
 use crate::error::{Error, Result};
-use crate::sim::{EpisodeSchedule, Observation, Render, SimConfig, StepResult, VecEnv};
+use crate::sim::{Action, ChunkOutcome, Observation, Render, SimConfig, Task, VecEnv};
 
+/// What to collect; the flags of `rldt-vision collect`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct CollectOptions {
-    pub sim: SimConfig,
+    #[arg(long, value_enum)]
+    pub task: Task,
+    #[arg(long)]
     pub episodes: usize,
-    pub workers: usize,
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Cameras, comma-separated (robomimic image datasets: agentview,robot0_eye_in_hand).
+    #[arg(long, value_delimiter = ',', default_value = "agentview")]
+    pub cameras: Vec<String>,
+    #[arg(long, default_value_t = 84)]
+    pub image_size: usize,
+    /// MuJoCo's headless GL backend.
+    #[arg(long, default_value = "egl")]
+    pub mujoco_gl: String,
+    /// Seed of the first episode; episode e uses seed + e.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Std of Gaussian noise added to the expert's actions (then clipped to [−1, 1]).
+    #[arg(long, default_value_t = 0.0)]
     pub noise: f64,
+    /// Also write failed episodes (default: successful ones only).
+    #[arg(long)]
     pub keep_failures: bool,
+    /// Also write next_obs/* (doubles the file size).
+    #[arg(long)]
     pub next_obs: bool,
     /// Expert steps per request.
+    #[arg(skip = 20usize)]
     pub steps_per_request: usize,
     /// Install a Ctrl-C / SIGTERM handler that stops cleanly (the CLI; not library callers).
+    #[arg(skip = true)]
     pub stop_on_signal: bool,
+}
+
+impl CollectOptions {
+    /// robomimic's conventions for the task (stop at success), with these cameras.
+    pub fn sim(&self) -> SimConfig {
+        let mut sim = SimConfig::for_task(self.task, self.cameras.clone(), self.image_size);
+        sim.mujoco_gl = self.mujoco_gl.clone();
+        sim
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +82,6 @@ pub struct CollectSummary {
 
 /// One episode being recorded.
 struct Recording {
-    seed: u64,
     first_obs: Observation,
     frames: Vec<Observation>,
     actions: Vec<Vec<f64>>,
@@ -56,13 +91,84 @@ struct Recording {
     model_xml: Option<String>,
 }
 
+/// The collection's sink: every finished episode that succeeded (or every one with
+/// `keep_failures`) is written as the next demo, masks rewritten and the file flushed.
+struct DemoSink<'a> {
+    options: &'a CollectOptions,
+    writer: RobomimicWriter,
+    progress: ProgressBar,
+    successes: usize,
+    finished: usize,
+    success_steps: usize,
+}
+
+impl DemoSink<'_> {
+    fn advance(&mut self) {
+        self.finished += 1;
+        self.progress.inc(1);
+        self.progress.set_message(format!(
+            "{}/{} successful, {} written",
+            self.successes,
+            self.finished,
+            self.writer.demo_names().len()
+        ));
+    }
+}
+
+impl EpisodeSink for DemoSink<'_> {
+    type Record = Recording;
+    type Extra = ();
+
+    fn start(&mut self, id: EpisodeId, first: &Observation, envs: &mut dyn EpisodeEnvs) -> Result<Recording> {
+        let model_xml = Some(envs.model_xml(id.worker).map_err(|e| Error::Sim(Box::new(e)))?);
+        Ok(Recording {
+            first_obs: first.clone(),
+            frames: vec![],
+            actions: vec![],
+            rewards: vec![],
+            successes: vec![],
+            states: vec![],
+            model_xml,
+        })
+    }
+
+    fn chunk(&mut self, recording: &mut Recording, _: (), outcome: &ChunkOutcome) -> Result<()> {
+        recording.frames.extend_from_slice(&outcome.frames);
+        recording.actions.extend_from_slice(&outcome.actions);
+        recording.rewards.extend_from_slice(&outcome.rewards);
+        recording.successes.extend_from_slice(&outcome.successes);
+        recording.states.extend_from_slice(&outcome.states);
+        Ok(())
+    }
+
+    fn finish(&mut self, _: EpisodeId, recording: Recording, ending: Ending) -> Result<()> {
+        if ending.success {
+            self.successes += 1;
+            self.success_steps += recording.actions.len();
+        }
+        if (ending.success || self.options.keep_failures) && !recording.actions.is_empty() {
+            self.writer.write_demo(&demo_record(recording, self.options.next_obs))?;
+            let names = self.writer.demo_names().to_vec();
+            self.writer.write_masks(&split_train_valid(&names, 10))?;
+        }
+        self.advance();
+        Ok(())
+    }
+
+    fn failed(&mut self, _: EpisodeId, _: Ending, _: &crate::sim::SimError) -> Result<()> {
+        self.advance();
+        Ok(())
+    }
+}
+
 pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
     let sim_error = |e: crate::sim::SimError| Error::Sim(Box::new(e));
-    let mut envs = VecEnv::new(&options.sim, options.workers.max(1).min(options.episodes.max(1))).map_err(sim_error)?;
+    let sim = options.sim();
+    let mut envs = VecEnv::new(&sim, options.workers.max(1).min(options.episodes.max(1))).map_err(sim_error)?;
     if let Some(parent) = options.out.parent() {
         std::fs::create_dir_all(parent).map_err(crate::error::io_at(parent))?;
     }
-    let mut writer = RobomimicWriter::create(&options.out, &options.sim.env_args().to_string())?;
+    let writer = RobomimicWriter::create(&options.out, &sim.env_args().to_string())?;
     let progress = ProgressBar::new(options.episodes as u64);
     progress.set_style(
         ProgressStyle::with_template(
@@ -70,9 +176,6 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
         )
         .expect("template"),
     );
-    let mut schedule = EpisodeSchedule::new(options.episodes, options.seed);
-    let (mut finished, mut successes, mut success_steps) = (0usize, 0usize, 0usize);
-    let mut recordings: Vec<Option<Recording>> = (0..envs.len()).map(|_| None).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if options.stop_on_signal {
         let stop = stop.clone();
@@ -80,87 +183,38 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
         let _ = ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst));
     }
     let interrupted = || stop.load(std::sync::atomic::Ordering::SeqCst);
-    while finished < options.episodes && !interrupted() {
-        // Idle workers start the next episodes.
-        let seeds = schedule.seeds_for_idle(recordings.iter().map(Option::is_none));
-        if seeds.iter().any(Option::is_some) {
-            let first = envs.reset(&seeds).map_err(sim_error)?;
-            for (i, (seed, obs)) in seeds.iter().zip(first).enumerate() {
-                if let (Some(seed), Some(obs)) = (seed, obs) {
-                    let model_xml = Some(envs.env_mut(i).model_xml().map_err(sim_error)?);
-                    recordings[i] = Some(Recording {
-                        seed: *seed,
-                        first_obs: obs,
-                        frames: vec![],
-                        actions: vec![],
-                        rewards: vec![],
-                        successes: vec![],
-                        states: vec![],
-                        model_xml,
-                    });
-                }
-            }
-        }
-        let jobs: Vec<Option<(usize, f64, u64)>> = recordings
+    let mut sink = DemoSink { options, writer, progress, successes: 0, finished: 0, success_steps: 0 };
+    // The expert acts `steps_per_request` steps at a time; its noise seed depends on the
+    // episode's seed and the steps it has taken, so an episode does not depend on its worker.
+    let expert = |running: &[&Running<Recording>]| {
+        let actions = running
             .iter()
-            .map(|r| {
-                r.as_ref().map(|r| {
-                    (
-                        options.steps_per_request,
-                        options.noise,
-                        r.seed.wrapping_mul(1_000_003).wrapping_add(r.actions.len() as u64),
-                    )
-                })
+            .map(|r| Action::Expert {
+                steps: options.steps_per_request,
+                noise: options.noise,
+                noise_seed: r.id.seed.wrapping_mul(1_000_003).wrapping_add(r.record.actions.len() as u64),
+                record_states: true,
             })
             .collect();
-        let results = envs.expert(&jobs, Render::Every, true).map_err(sim_error)?;
-        for (i, result) in results.into_iter().enumerate() {
-            let Some(result) = result else { continue };
-            let recording = recordings[i].as_mut().expect("active");
-            let ended = match result {
-                StepResult::WorkerFailed(_) => true, // truncated by a worker failure: dropped
-                StepResult::Ok(outcome) => {
-                    recording.frames.extend(outcome.frames);
-                    recording.actions.extend(outcome.actions);
-                    recording.rewards.extend(outcome.rewards);
-                    recording.successes.extend(outcome.successes);
-                    recording.states.extend(outcome.states);
-                    outcome.done || outcome.truncated
-                }
-            };
-            if !ended {
-                continue;
-            }
-            let recording = recordings[i].take().expect("active");
-            finished += 1;
-            let success = recording.successes.iter().any(|&s| s);
-            if success {
-                successes += 1;
-                success_steps += recording.actions.len();
-            }
-            if (success || options.keep_failures) && !recording.actions.is_empty() {
-                writer.write_demo(&demo_record(recording, options.next_obs))?;
-                let names = writer.demo_names().to_vec();
-                writer.write_masks(&split_train_valid(&names, 10))?;
-            }
-            progress.inc(1);
-            progress.set_message(format!("{successes}/{finished} successful, {} written", writer.demo_names().len()));
-        }
-    }
-    progress.finish();
-    if interrupted() {
+        Ok(Decision::plain(actions, Render::Every))
+    };
+    let seeds = consecutive_seeds(options.seed, options.episodes);
+    let tally = run_episodes(&mut envs, &seeds, expert, &mut sink, &interrupted)?;
+    sink.progress.finish();
+    let writer = sink.writer;
+    if tally.stopped {
         eprintln!("[collect] interrupted: keeping the {} demos written so far", writer.demo_names().len());
     }
     let written = writer.demo_names().len();
     let names = writer.demo_names().to_vec();
     writer.finish(&split_train_valid(&names, 10))?;
     Ok(CollectSummary {
-        interrupted: interrupted(),
-        episodes: finished,
-        successes,
+        interrupted: tally.stopped,
+        episodes: tally.episodes,
+        successes: tally.successes,
         written,
-        mean_success_length: success_steps as f64 / successes.max(1) as f64,
-        worker_failures: envs.failures.len(),
+        mean_success_length: sink.success_steps as f64 / tally.successes.max(1) as f64,
+        worker_failures: tally.worker_failures,
     })
 }
 

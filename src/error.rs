@@ -23,6 +23,22 @@ pub enum Error {
     Sim(Box<crate::sim::SimError>),
     #[error("device: {0}")]
     Device(String),
+    /// Flags that do not go together (named in the message).
+    #[error("command line: {0}")]
+    Usage(String),
+    /// A simulator observation does not fit the policy (a missing camera or low-dim key, a
+    /// wrong image size).
+    #[error("observation: {0}")]
+    Observation(String),
+    /// The episode engine was misused (an actor that answers the wrong number of actions).
+    #[error("episode engine: {0}")]
+    Episode(String),
+    /// Trajectories that cannot form one critic batch.
+    #[error("critic batch: {0}")]
+    CriticBatch(String),
+    /// A benchmark's baseline script failed or printed no result.
+    #[error("baseline {script}: {message}")]
+    Baseline { script: PathBuf, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

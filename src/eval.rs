@@ -1,36 +1,56 @@
 //! `rldt-vision eval`: success rate of a policy checkpoint in simulation.
 //!
-//! W workers run N episodes (episode e uses seed `seed + e`, robomimic's stop-on-success);
-//! every step the policy samples one chunk for all active envs as one batch (plain ODE
-//! samples from N(0, I) noise, no exploration noise), executes its first Ta actions, and the
-//! cameras render only at the chunk's end. Reports the success rate with a 95% Wilson
+//! W workers run N episodes on the episode engine (`crate::episodes`; episode e uses seed
+//! `seed + e`, robomimic's stop-on-success); at every chunk boundary the policy samples one
+//! chunk for all running episodes as one batch (plain ODE samples from N(0, I) noise, no
+//! exploration noise), executes its first Ta actions, and the cameras render only at the
+//! chunk's end. Reports the success rate with a 95% Wilson
 //! interval, the mean episode length, per-episode results (seed, success, length) and a GIF
 //! of chosen episodes (first camera, every step rendered for those).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use tch::Device;
-
+use crate::device::DeviceChoice;
+use crate::episodes::{
+    consecutive_seeds, run_episodes, Decision, Ending, EpisodeEnvs, EpisodeId, EpisodeSink, Running,
+};
 use crate::error::{Error, Result};
 use crate::policy::checkpoint::{self, Weights};
-use crate::policy::env_obs::{obs_batch, push_history, start_history};
-use crate::sim::{EpisodeSchedule, Observation, Render, SimConfig, StepResult, Task, VecEnv};
+use crate::policy::env_obs::{env_chunks, obs_batch};
+use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
+/// What to evaluate and how; the flags of `rldt-vision eval`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalOptions {
+    /// A checkpoint directory, or a run directory (its latest checkpoint).
+    #[arg(long)]
     pub checkpoint: PathBuf,
-    pub weights: Weights,
+    #[arg(long, value_enum)]
     pub task: Task,
+    #[arg(long, default_value_t = 50)]
     pub episodes: usize,
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Seed of the first episode (episode e uses seed + e); kept apart from collection seeds.
+    #[arg(long, default_value_t = 100_000)]
     pub seed: u64,
-    pub device: Device,
+    /// Use the online weights instead of the EMA weights.
+    #[arg(long)]
+    pub online_weights: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value = "egl")]
     pub mujoco_gl: String,
-    /// Write a GIF of these episodes (indices into 0..episodes) to `video`.
+    /// Write a GIF of `--video-episodes` here.
+    #[arg(long)]
     pub video: Option<PathBuf>,
+    /// Episodes (indices into 0..episodes) of the GIF.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
     pub video_episodes: Vec<usize>,
+    /// Episode length limit (default: the task's).
+    #[arg(long)]
     pub horizon: Option<usize>,
 }
 
@@ -59,17 +79,6 @@ pub struct EvalReport {
     pub per_episode: Vec<EpisodeResult>,
 }
 
-/// The checkpoint directory: `path` itself, or the latest checkpoint of a run directory.
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.join(checkpoint::SPEC_FILE).exists() {
-        return Ok(path.to_path_buf());
-    }
-    crate::run_dir::latest_checkpoint(path)?.ok_or_else(|| Error::RunDir {
-        dir: path.into(),
-        message: "neither a checkpoint (policy.json) nor a run directory with checkpoints/latest".into(),
-    })
-}
-
 /// 95% Wilson score interval for `successes` out of `n`.
 pub fn wilson_interval(successes: usize, n: usize) -> [f64; 2] {
     if n == 0 {
@@ -86,24 +95,85 @@ pub fn wilson_interval(successes: usize, n: usize) -> [f64; 2] {
     [lower, upper]
 }
 
-struct Active {
-    episode: usize,
-    seed: u64,
-    history: VecDeque<Observation>,
-    length: usize,
-    success: bool,
+/// The evaluation's sink: one result line per episode, and the frames of the video episodes.
+struct ResultSink<'a> {
+    options: &'a EvalOptions,
+    video_camera: Option<String>,
+    video_frames: Vec<Vec<u8>>,
+    results: Vec<EpisodeResult>,
+    progress: ProgressBar,
+}
+
+impl ResultSink<'_> {
+    fn records_video(&self, episode: usize) -> bool {
+        self.options.video.is_some() && self.options.video_episodes.contains(&episode)
+    }
+
+    fn push(&mut self, result: EpisodeResult) {
+        self.results.push(result);
+        let successes = self.results.iter().filter(|r| r.success).count();
+        self.progress.inc(1);
+        self.progress.set_message(format!("{successes}/{} successful", self.results.len()));
+    }
+}
+
+impl EpisodeSink for ResultSink<'_> {
+    /// Whether this episode's frames go into the video.
+    type Record = bool;
+    type Extra = ();
+
+    fn start(&mut self, id: EpisodeId, first: &Observation, _: &mut dyn EpisodeEnvs) -> Result<bool> {
+        let video = self.records_video(id.index);
+        if let (true, Some(camera)) = (video, &self.video_camera) {
+            self.video_frames.push(first.images[camera].clone());
+        }
+        Ok(video)
+    }
+
+    fn chunk(&mut self, video: &mut bool, _: (), outcome: &ChunkOutcome) -> Result<()> {
+        if let (true, Some(camera)) = (*video, &self.video_camera) {
+            self.video_frames.extend(outcome.frames.iter().map(|f| f.images[camera].clone()));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, id: EpisodeId, _: bool, ending: Ending) -> Result<()> {
+        let result = EpisodeResult {
+            episode: id.index,
+            seed: id.seed,
+            success: ending.success,
+            length: ending.steps,
+            worker_failure: None,
+        };
+        self.push(result);
+        Ok(())
+    }
+
+    fn failed(&mut self, id: EpisodeId, ending: Ending, error: &SimError) -> Result<()> {
+        let result = EpisodeResult {
+            episode: id.index,
+            seed: id.seed,
+            success: false,
+            length: ending.steps,
+            worker_failure: Some(error.to_string()),
+        };
+        self.push(result);
+        Ok(())
+    }
 }
 
 pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let started_at = std::time::Instant::now();
-    let dir = resolve_checkpoint(&options.checkpoint)?;
+    let dir = checkpoint::resolve(&options.checkpoint)?;
     // Fine-tuning checkpoints hold the actor's weights only (no EMA): use them.
-    let weights = if options.weights == Weights::Ema && !dir.join(checkpoint::EMA_WEIGHTS_FILE).exists() {
+    let weights = if options.online_weights || !dir.join(checkpoint::EMA_WEIGHTS_FILE).exists() {
         Weights::Online
     } else {
-        options.weights
+        Weights::Ema
     };
-    let (_vs, policy) = checkpoint::load(&dir, weights, options.device)?;
+    checkpoint::require_single_frame(&dir)?;
+    let device = options.device.resolve()?;
+    let (_vs, policy) = checkpoint::load(&dir, weights, device)?;
     let spec = policy.spec().clone();
     let cameras: Vec<String> = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
     let mut sim = SimConfig::for_task(options.task, cameras, spec.image_size.max(1) as usize);
@@ -113,110 +183,51 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     }
     let sim_error = |e: crate::sim::SimError| Error::Sim(Box::new(e));
     let mut envs = VecEnv::new(&sim, options.workers.max(1).min(options.episodes.max(1))).map_err(sim_error)?;
-    let to = spec.config.obs_horizon as usize;
     let progress = ProgressBar::new(options.episodes as u64);
     progress.set_style(
         ProgressStyle::with_template("[eval] {bar:30} {pos}/{len} episodes · {msg} [{elapsed_precise}<{eta_precise}]")
             .expect("template"),
     );
-
-    let mut active: Vec<Option<Active>> = (0..envs.len()).map(|_| None).collect();
-    let mut results: Vec<EpisodeResult> = Vec::new();
-    let mut video_frames: Vec<Vec<u8>> = Vec::new();
-    let video_camera = spec.obs.image_keys.first().cloned();
-    let mut schedule = EpisodeSchedule::new(options.episodes, options.seed);
-    let mut env_steps = 0usize;
+    let mut sink = ResultSink {
+        options,
+        video_camera: spec.obs.image_keys.first().cloned(),
+        video_frames: Vec::new(),
+        results: Vec::new(),
+        progress,
+    };
     tch::manual_seed(options.seed as i64);
-    while results.len() < options.episodes {
-        let seeds = schedule.seeds_for_idle(active.iter().map(Option::is_none));
-        if seeds.iter().any(Option::is_some) {
-            for (i, obs) in envs.reset(&seeds).map_err(sim_error)?.into_iter().enumerate() {
-                if let (Some(obs), Some(seed)) = (obs, seeds[i]) {
-                    let episode = schedule.episode_of(seed);
-                    if options.video.is_some() && options.video_episodes.contains(&episode) {
-                        if let Some(camera) = &video_camera {
-                            video_frames.push(obs.images[camera].clone());
-                        }
-                    }
-                    active[i] =
-                        Some(Active { episode, seed, history: start_history(obs, to), length: 0, success: false });
-                }
-            }
-        }
-        // One batched policy call for every active env.
-        let indices: Vec<usize> = (0..active.len()).filter(|&i| active[i].is_some()).collect();
-        let histories: Vec<&VecDeque<Observation>> =
-            indices.iter().map(|&i| &active[i].as_ref().expect("active").history).collect();
-        let batch = obs_batch(&spec, &histories, options.device)
-            .map_err(|message| Error::RunDir { dir: dir.clone(), message })?;
-        let actions = tch::no_grad(|| {
+    // Plain ODE samples for every running episode as one batch; every step is rendered while
+    // a video episode runs, else only chunk ends.
+    let actor = |running: &[&Running<bool>]| {
+        let observations: Vec<&Observation> = running.iter().map(|r| &r.obs).collect();
+        let batch =
+            obs_batch(&spec, &observations, device).map_err(|message| Error::RunDir { dir: dir.clone(), message })?;
+        let chunks = tch::no_grad(|| {
             let cond = policy.condition(&batch, false);
-            let chain = policy.sample_chain(&cond, &policy.initial_noise(indices.len() as i64, false));
+            let chain = policy.sample_chain(&cond, &policy.initial_noise(running.len() as i64, false));
             policy.env_actions(&chain.get(spec.config.num_denoising_steps))
         });
-        let actions: Vec<f32> = actions.to_device(Device::Cpu).flatten(0, -1).try_into().expect("f32 actions");
-        let (ta, a) = (spec.config.exec_horizon as usize, spec.action_dim as usize);
-        let mut chunks: Vec<Option<Vec<Vec<f64>>>> = (0..active.len()).map(|_| None).collect();
-        for (row, &i) in indices.iter().enumerate() {
-            chunks[i] = Some(
-                (0..ta)
-                    .map(|s| actions[(row * ta + s) * a..(row * ta + s + 1) * a].iter().map(|&v| v as f64).collect())
-                    .collect(),
-            );
-        }
-        let recording = indices.iter().any(|&i| {
-            options.video.is_some() && options.video_episodes.contains(&active[i].as_ref().expect("active").episode)
-        });
-        let outcomes = envs.step(&chunks, if recording { Render::Every } else { Render::Last }).map_err(sim_error)?;
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            let Some(outcome) = outcome else { continue };
-            let state = active[i].as_mut().expect("active");
-            let (ended, failure) = match outcome {
-                StepResult::WorkerFailed(e) => (true, Some(e.to_string())),
-                StepResult::Ok(out) => {
-                    state.length += out.actions.len();
-                    env_steps += out.actions.len();
-                    state.success |= out.successes.iter().any(|&s| s);
-                    if options.video_episodes.contains(&state.episode) {
-                        if let Some(camera) = &video_camera {
-                            video_frames.extend(out.frames.iter().map(|f| f.images[camera].clone()));
-                        }
-                    }
-                    push_history(&mut state.history, out.obs);
-                    (out.done || out.truncated, None)
-                }
-            };
-            if ended {
-                let state = active[i].take().expect("active");
-                results.push(EpisodeResult {
-                    episode: state.episode,
-                    seed: state.seed,
-                    success: state.success,
-                    length: state.length,
-                    worker_failure: failure,
-                });
-                let successes = results.iter().filter(|r| r.success).count();
-                progress.inc(1);
-                progress.set_message(format!("{successes}/{} successful", results.len()));
-            }
-        }
-    }
-    progress.finish();
+        let render = if running.iter().any(|r| r.record) { Render::Every } else { Render::Last };
+        Ok(Decision::plain(env_chunks(&spec, &chunks), render))
+    };
+    let seeds = consecutive_seeds(options.seed, options.episodes);
+    let tally = run_episodes(&mut envs, &seeds, actor, &mut sink, &|| false)?;
+    sink.progress.finish();
+    let mut results = sink.results;
     results.sort_by_key(|r| r.episode);
-    if let (Some(path), false) = (&options.video, video_frames.is_empty()) {
-        write_gif(path, &video_frames, spec.image_size as u32)?;
+    if let (Some(path), false) = (&options.video, sink.video_frames.is_empty()) {
+        write_gif(path, &sink.video_frames, spec.image_size as u32)?;
     }
-    let successes = results.iter().filter(|r| r.success).count();
     let n = results.len();
     Ok(EvalReport {
         checkpoint: dir,
         task: options.task.name().into(),
         episodes: n,
-        successes,
-        success_rate: successes as f64 / n.max(1) as f64,
-        success_rate_ci95: wilson_interval(successes, n),
+        successes: tally.successes,
+        success_rate: tally.successes as f64 / n.max(1) as f64,
+        success_rate_ci95: wilson_interval(tally.successes, n),
         mean_episode_length: results.iter().map(|r| r.length as f64).sum::<f64>() / n.max(1) as f64,
-        env_steps,
+        env_steps: tally.env_steps,
         seconds: started_at.elapsed().as_secs_f64(),
         per_episode: results,
     })

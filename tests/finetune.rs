@@ -24,6 +24,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A tiny pretrained run in its own scratch directory (tests run in parallel).
 fn pretrained(name: &str) -> PathBuf {
+    pretrained_with(name, |_| {})
+}
+
+/// `pretrained` with a change to the pretraining config.
+fn pretrained_with(name: &str, edit: impl Fn(&mut PretrainConfig)) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch(name);
     let data = dir.join("synthetic.hdf5");
@@ -36,6 +41,7 @@ fn pretrained(name: &str) -> PathBuf {
     config.train.warmup_steps = 1;
     config.train.valid_every = 4;
     config.train.checkpoint_every = 4;
+    edit(&mut config);
     pretrain(PretrainOptions { config: Some(config), run_dir: dir.join("run"), device: Device::Cpu, resume: false })
         .unwrap();
     dir.join("run")
@@ -125,12 +131,12 @@ fn finetune_runs_evaluates_and_resumes() {
     // The checkpoint evaluates like a pretrained one (actor weights, no EMA file).
     let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
         checkpoint: run_dir.clone(),
-        weights: rldt_vision::policy::checkpoint::Weights::Ema,
+        online_weights: false,
         task: rldt_vision::sim::Task::Square,
         episodes: 1,
         workers: 1,
         seed: 100_000,
-        device: Device::Cpu,
+        device: rldt_vision::device::DeviceChoice::Cpu,
         mujoco_gl: "egl".into(),
         video: None,
         video_episodes: vec![],
@@ -225,4 +231,30 @@ fn steps_beyond_the_checkpoints_k_are_refused_naming_the_field() {
         let message = err.to_string();
         assert!(message.contains(field) && message.contains("config.json") && message.contains("K = 8"), "{message}");
     }
+}
+
+/// A policy with two observation frames (obs_horizon 2) is refused by `finetune` and `eval`
+/// before any worker starts, naming the checkpoint's policy.json and the field: rollouts
+/// render at chunk ends only and cannot give it the history it was trained on.
+#[test]
+fn a_two_frame_policy_is_refused_before_any_worker_starts() {
+    let pretrained = pretrained_with("pretrained_two_frames", |c| c.policy.obs_horizon = 2);
+    let err = failed_run(tiny(&pretrained), &scratch("two_frames"));
+    let message = err.to_string();
+    assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
+    let options = rldt_vision::eval::EvalOptions {
+        checkpoint: pretrained.clone(),
+        online_weights: false,
+        task: rldt_vision::sim::Task::Square,
+        episodes: 1,
+        workers: 1,
+        seed: 0,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(8),
+    };
+    let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
+    assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
 }

@@ -254,12 +254,12 @@ fn a_checkpoint_evaluates_in_simulation() {
     let video = run_dir.join("eval.gif");
     let options = rldt_vision::eval::EvalOptions {
         checkpoint: run_dir.clone(),
-        weights: Weights::Ema,
+        online_weights: false,
         task: rldt_vision::sim::Task::Square,
         episodes: 3,
         workers: 2,
         seed: 100_000,
-        device: Device::Cpu,
+        device: rldt_vision::device::DeviceChoice::Cpu,
         mujoco_gl: "egl".into(),
         video: Some(video.clone()),
         video_episodes: vec![1],

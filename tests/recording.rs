@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use rldt_vision::rl::actor::FieldKind;
-use rldt_vision::rl::toy::{run_toy, ToyOptions};
+use rldt_vision::toy::{run_toy, ToyOptions};
 use rldt_vision::viz::viewer::{check_version, entity_paths, find_viewer, verify};
 use rldt_vision::viz::{Recorder, Sink};
 

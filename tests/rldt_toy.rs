@@ -10,7 +10,7 @@
 //! --seeds 0,1,2`).
 
 use rldt_vision::rl::actor::FieldKind;
-use rldt_vision::rl::toy::{run_toy, ToyOptions};
+use rldt_vision::toy::{run_toy, ToyOptions};
 use rldt_vision::viz::Recorder;
 
 #[test]

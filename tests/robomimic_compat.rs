@@ -8,7 +8,7 @@ use std::process::Command;
 use rldt_datasets::reader::{DemoSelection, ObsSpec, RobomimicFile};
 use rldt_datasets::WindowSpec;
 use rldt_vision::collect::{collect, CollectOptions};
-use rldt_vision::sim::{SimConfig, Task};
+use rldt_vision::sim::Task;
 use serde_json::Value;
 
 fn project() -> PathBuf {
@@ -20,9 +20,11 @@ fn robomimic_reads_our_demos_identically() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("robomimic_compat");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("lift.hdf5");
-    let sim = SimConfig::for_task(Task::Lift, vec!["agentview".into()], 84);
     let options = CollectOptions {
-        sim,
+        task: Task::Lift,
+        cameras: vec!["agentview".into()],
+        image_size: 84,
+        mujoco_gl: "egl".into(),
         episodes: 3,
         workers: 2,
         out: file.clone(),

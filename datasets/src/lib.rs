@@ -12,7 +12,7 @@
 //!   default until scripted simulator demos exist.
 //! - [`random`]: the deterministic generator everything here draws from.
 //!
-//! Schema (design.md §4): `data` (attrs `total`, `env_args`), `data/demo_N` (attr
+//! Schema (as robomimic writes and reads it): `data` (attrs `total`, `env_args`), `data/demo_N` (attr
 //! `num_samples`, opt. `model_file`) with `actions`, `rewards`, `dones`, `states`,
 //! `obs/<key>`, opt. `next_obs/<key>`; `mask/train`, `mask/valid` (demo names).
 

@@ -1,4 +1,4 @@
-//! Reading Robomimic HDF5 files (design.md §4) into memory.
+//! Reading Robomimic HDF5 files (the schema in `lib.rs`) into memory.
 //!
 //! Images are read straight from HDF5 into one `Vec<u8>` per (demo, camera), [T, H, W, C]:
 //! one copy, the only one; batches are gathered from these buffers. Memory for a dataset is

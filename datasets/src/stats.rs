@@ -1,4 +1,4 @@
-//! Min-max normalisation to [−1, 1] per dimension (rldt-algorithm.md §1):
+//! Min-max normalisation to [−1, 1] per dimension (docs/algorithm.md §1):
 //!   y = 2·(x − min)/(max − min) − 1,   x = (y + 1)/2·(max − min) + min.
 //! A dimension whose range is below 1e-6 (a constant) maps to y = x − min (0 on the data),
 //! so it neither divides by zero nor moves.

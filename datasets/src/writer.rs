@@ -1,4 +1,4 @@
-//! Writing the Robomimic schema (design.md §4), demo by demo.
+//! Writing the Robomimic schema (see `lib.rs`), demo by demo.
 //!
 //! Written as robomimic writes it: `actions`, `rewards`, `states`, low-dim obs as f64,
 //! `total` / `num_samples` as i64 (robomimic does index arithmetic with them: unsigned

@@ -2,7 +2,7 @@
 //!
 //! - [`resnet`]: ResNet-18 trunk with GroupNorm (groups = C/16), the default (robomimic /
 //!   Diffusion Policy style), followed by [`spatial_softmax`] keypoints and a linear feature.
-//! - [`vit`]: the RLDT paper's one-layer ViT with its "spatial embedding" (rldt-algorithm.md §2),
+//! - [`vit`]: the RLDT paper's one-layer ViT with its "spatial embedding" (docs/algorithm.md §2),
 //!   offered so results can be compared with the paper's setting.
 //! - [`pixels`]: the one pixel path (u8 HWC → f32 CHW, x/255 − 0.5) used by training and
 //!   rollouts alike; [`augment`]: random crop / random shift in training, centre crop or

@@ -1,5 +1,5 @@
 //! The one pixel path of rldt-vision: camera images as stored (u8, HWC, upright) → network
-//! input (f32, CHW, x/255 − 0.5, the RLDT paper's mapping, rldt-algorithm.md §2).
+//! input (f32, CHW, x/255 − 0.5, the RLDT paper's mapping, docs/algorithm.md §2).
 //! Training batches and simulator rollouts both call [`to_network_input`]; nothing else
 //! converts pixels.
 

@@ -1,4 +1,4 @@
-//! The RLDT paper's vision encoder (rldt-algorithm.md §2), kept for comparison with the
+//! The RLDT paper's vision encoder (docs/algorithm.md §2), kept for comparison with the
 //! paper's setting.
 //!
 //! [`Vit`]: patch embedding by two convs (3→E, 8×8 stride 4, ReLU; E→E, 3×3 stride 2), so a

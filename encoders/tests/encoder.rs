@@ -64,7 +64,7 @@ fn output_shapes_at_84_and_96_pixels() {
 #[test]
 fn vit_token_count_matches_the_paper() {
     let _rng = rng_lock();
-    // 96×96 → conv 8/4 → 23 → conv 3/2 → 11: 121 tokens (rldt-algorithm.md §2).
+    // 96×96 → conv 8/4 → 23 → conv 3/2 → 11: 121 tokens (docs/algorithm.md §2).
     let vs = nn::VarStore::new(Device::Cpu);
     let v = rldt_encoders::vit::Vit::new(&vs.root(), 96, 128, 4, 512);
     assert_eq!(v.num_tokens(), 121);

@@ -15,31 +15,58 @@ use rldt_datasets::MinMax;
 use serde_json::{json, Value};
 use tch::{nn, Device};
 
-use crate::config::finetune::{ActorSettings, CriticSettings, ReferencePolicy};
 use crate::config::PretrainConfig;
+use crate::device::{set_threads, DeviceChoice};
 use crate::error::{Error, Result};
 use crate::policy::checkpoint;
+use crate::policy::frames::Frames;
 use crate::policy::{FlowPolicy, PolicySpec};
 use crate::rl::actor::ActorObjective;
-use crate::rl::replay::Trajectory;
+use crate::rl::actor::{ActorSettings, ReferencePolicy};
+use crate::rl::critic::CriticSettings;
 use crate::rl::rldt::Rldt;
+use crate::rl::trajectory::Trajectory;
 
+/// The flags of `rldt-vision bench finetune`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct FinetuneBenchOptions {
-    pub config: PretrainConfig,
+    /// Pretraining config whose policy architecture is benchmarked.
+    #[arg(long, default_value = "configs/pretrain/square.json")]
+    pub config: PathBuf,
+    #[arg(long, default_value_t = 96)]
     pub image_size: usize,
     /// P and A (paper Square: 9 and 7).
+    #[arg(long, default_value_t = 9)]
     pub proprio_dim: usize,
+    #[arg(long, default_value_t = 7)]
     pub action_dim: usize,
+    /// Trajectories per critic batch (paper: 128; memory-bound on CPU).
+    #[arg(long, default_value_t = 128)]
     pub critic_trajectories: usize,
+    /// Trajectories whose states form the actor batch (paper: 16).
+    #[arg(long, default_value_t = 16)]
     pub actor_trajectories: usize,
+    /// Chunks per trajectory (paper: 100).
+    #[arg(long, default_value_t = 100)]
     pub chunks: usize,
+    #[arg(long, default_value_t = 8)]
     pub particles: i64,
+    #[arg(long, default_value_t = 2)]
     pub steps: usize,
-    pub device: Device,
-    pub threads: i32,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// libtorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Run scripts/bench_finetune_torch.py with this Python in the same invocation.
+    #[arg(long = "torch")]
     pub torch_python: Option<PathBuf>,
-    /// Run the PyTorch side with glibc's malloc told to keep freed memory, as rldt-vision does.
+    /// Give the PyTorch process the host-memory policy rldt-vision runs with
+    /// (`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…`, see `host_memory`) instead of glibc's
+    /// defaults.
+    #[arg(long, requires = "torch_python")]
     pub torch_keep_freed_memory: bool,
+    #[arg(skip = PathBuf::from("data/bench"))]
     pub scratch_dir: PathBuf,
 }
 
@@ -52,9 +79,9 @@ fn synthetic_trajectory(spec: &PolicySpec, chunks: usize, rng: &mut SplitMix64) 
     let images = (0..spec.obs.image_keys.len())
         .map(|_| uniform((chunks + 1) * s * s * 3, 1.0).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect())
         .collect();
+    let proprio = uniform((chunks + 1) * p, 1.0);
     Trajectory {
-        images,
-        proprio: uniform((chunks + 1) * p, 1.0),
+        frames: Frames { image_size: s, proprio_dim: p, images, proprio },
         actions: uniform(chunks * exec, 1.0),
         raw_rewards: rewards.clone(),
         raw_dones: rewards.clone(),
@@ -67,7 +94,9 @@ fn synthetic_trajectory(spec: &PolicySpec, chunks: usize, rng: &mut SplitMix64) 
 }
 
 pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
-    let config = &options.config;
+    let config = &PretrainConfig::load(&options.config)?;
+    let device = options.device.resolve()?;
+    let threads = set_threads(options.threads);
     let (p, a) = (options.proprio_dim, options.action_dim);
     // Identity statistics: the data are synthetic.
     let spec = PolicySpec {
@@ -85,7 +114,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let dir = options.scratch_dir.join("bench_finetune_policy");
     std::fs::create_dir_all(&dir).map_err(crate::error::io_at(&dir))?;
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(options.device);
+    let vs = nn::VarStore::new(device);
     let _policy = FlowPolicy::new(&vs.root(), spec.clone())?;
     std::fs::write(dir.join(checkpoint::SPEC_FILE), serde_json::to_string(&spec).expect("spec"))
         .map_err(crate::error::io_at(&dir))?;
@@ -104,7 +133,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         warmup_steps: 64,
         reference: ReferencePolicy::PreviousIterate,
     };
-    let mut rldt = Rldt::new(&dir, &critic_settings, &actor_settings, options.device)?;
+    let mut rldt = Rldt::new(&dir, &critic_settings, &actor_settings, device)?;
     let mut rng = SplitMix64::new(3);
     let critic_batch: Vec<Trajectory> =
         (0..options.critic_trajectories).map(|_| synthetic_trajectory(&spec, options.chunks, &mut rng)).collect();
@@ -123,8 +152,8 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let mut report = json!({
         "bench": "finetune",
         "machine": super::cpu_description(),
-        "device": crate::device::describe(options.device),
-        "threads": options.threads,
+        "device": crate::device::describe(device),
+        "threads": threads,
         "keep_freed_memory": crate::host_memory::in_effect(),
         "config": config.name,
         "shapes": {
@@ -137,7 +166,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s},
     });
     if let Some(python) = &options.torch_python {
-        let torch = run_torch(python, options, p, a)?;
+        let torch = run_torch(python, options, (config, device, threads), (p, a))?;
         report["tch_over_torch"] = json!({
             "critic": critic_s / torch["critic_step_s"].as_f64().unwrap_or(f64::NAN),
             "actor": actor_s / torch["actor_step_s"].as_f64().unwrap_or(f64::NAN),
@@ -148,7 +177,12 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     Ok(report)
 }
 
-fn run_torch(python: &Path, options: &FinetuneBenchOptions, proprio_dim: usize, action_dim: usize) -> Result<Value> {
+fn run_torch(
+    python: &Path,
+    options: &FinetuneBenchOptions,
+    (config, device, threads): (&PretrainConfig, Device, i32),
+    (proprio_dim, action_dim): (usize, usize),
+) -> Result<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_finetune_torch.py");
     let mut command = Command::new(python);
     if options.torch_keep_freed_memory {
@@ -156,7 +190,7 @@ fn run_torch(python: &Path, options: &FinetuneBenchOptions, proprio_dim: usize, 
     }
     let output = command
         .arg(&script)
-        .args(["--config-json", &serde_json::to_string(&options.config).expect("config")])
+        .args(["--config-json", &serde_json::to_string(&config).expect("config")])
         .args([
             "--image-size",
             &options.image_size.to_string(),
@@ -179,22 +213,8 @@ fn run_torch(python: &Path, options: &FinetuneBenchOptions, proprio_dim: usize, 
             "--steps",
             &options.steps.to_string(),
         ])
-        .args([
-            "--threads",
-            &options.threads.to_string(),
-            "--device",
-            if options.device.is_cuda() { "cuda" } else { "cpu" },
-        ])
+        .args(["--threads", &threads.to_string(), "--device", if device.is_cuda() { "cuda" } else { "cpu" }])
         .output()
         .map_err(|source| Error::Io { path: python.into(), source })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Device(format!(
-            "{} failed: {}",
-            script.display(),
-            stderr.lines().rev().take(12).collect::<Vec<_>>().join("\n")
-        )));
-    }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|e| Error::Device(format!("{}: output is not JSON ({e})", script.display())))
+    super::baseline_result(&script, output, 12)
 }

@@ -20,3 +20,25 @@ pub fn cpu_description() -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{model}, {cores} logical cores")
 }
+
+/// Runs a baseline script's finished `command` output: its JSON result (the whole stdout, or
+/// else its last line that starts with `{`), or an error naming the script with the last
+/// `tail` lines of its stderr.
+pub fn baseline_result(
+    script: &std::path::Path,
+    output: std::process::Output,
+    tail: usize,
+) -> crate::Result<serde_json::Value> {
+    let error = |message: String| crate::Error::Baseline { script: script.into(), message };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().rev().take(tail).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(error(format!("failed ({}):\n{}", output.status, lines.join("\n"))));
+    }
+    if let Ok(value) = serde_json::from_slice(&output.stdout) {
+        return Ok(value);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| error(format!("printed no JSON result ({e})")))
+}

@@ -1,5 +1,5 @@
 //! `rldt-vision bench recording`: does recording slow training? The 2-D toy fine-tune
-//! (pretraining + RLDT actor steps, `rl::toy`) timed with recording off and on, alternating
+//! (pretraining + RLDT actor steps, `toy`) timed with recording off and on, alternating
 //! within one invocation, same seed (the toy reseeds at snapshot points, so both runs do the
 //! same work apart from the recording). Reports medians and the overhead in percent.
 
@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::rl::actor::FieldKind;
-use crate::rl::toy::{run_toy, ToyOptions};
+use crate::toy::{run_toy, ToyOptions};
 use crate::viz::{Recorder, RecordingError, Sink};
 
 #[derive(Debug, Serialize)]

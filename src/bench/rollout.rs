@@ -13,15 +13,41 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::sim::task::PythonPaths;
-use crate::sim::{Render, SimConfig, StepResult, VecEnv};
+use crate::sim::{Render, SimConfig, StepResult, Task, VecEnv};
 
+/// The flags of `rldt-vision bench rollout`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RolloutBenchOptions {
-    pub sim: SimConfig,
+    #[arg(long, value_enum, default_value = "square")]
+    pub task: Task,
+    #[arg(long, value_delimiter = ',', default_value = "agentview")]
+    pub cameras: Vec<String>,
+    #[arg(long, default_value_t = 84)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 2)]
     pub max_workers: usize,
+    /// Ta: actions per chunk.
+    #[arg(long, default_value_t = 4)]
     pub exec_horizon: usize,
+    #[arg(long, default_value_t = 25)]
     pub chunks: usize,
+    #[arg(skip = 2usize)]
     pub warmup_chunks: usize,
-    pub python_baseline: bool,
+    /// Skip the Python baseline.
+    #[arg(long)]
+    pub no_python: bool,
+    #[arg(long, default_value = "egl")]
+    pub mujoco_gl: String,
+}
+
+impl RolloutBenchOptions {
+    /// Full-length episodes (no stop at success) of the task with these cameras.
+    fn sim(&self) -> SimConfig {
+        let mut sim = SimConfig::for_task(self.task, self.cameras.clone(), self.image_size);
+        sim.mujoco_gl = self.mujoco_gl.clone();
+        sim.stop_on_success = false;
+        sim
+    }
 }
 
 /// Resident set size of a process in MB (Linux /proc).
@@ -34,7 +60,7 @@ fn rss_mb(pid: u32) -> Option<f64> {
 /// Env steps/s of `workers` workers stepping random chunks of Ta actions.
 fn measure(options: &RolloutBenchOptions, workers: usize, render: Render) -> Result<(f64, Vec<f64>)> {
     let sim_error = |e: crate::sim::SimError| Error::Sim(Box::new(e));
-    let mut envs = VecEnv::new(&options.sim, workers).map_err(sim_error)?;
+    let mut envs = VecEnv::new(&options.sim(), workers).map_err(sim_error)?;
     let seeds: Vec<Option<u64>> = (0..workers as u64).map(Some).collect();
     envs.reset(&seeds).map_err(sim_error)?;
     let mut rng = SplitMix64::new(7);
@@ -81,24 +107,14 @@ fn python_baseline(options: &RolloutBenchOptions, workers: usize) -> Result<Valu
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_rollout_dppo_style.py");
     let output = Command::new(&paths.python)
         .arg(&script)
-        .args(["--env-name", options.sim.task.env_name(), "--cameras", &options.sim.cameras.join(",")])
-        .args(["--image-size", &options.sim.image_size.to_string(), "--workers", &workers.to_string()])
+        .args(["--env-name", options.task.env_name(), "--cameras", &options.cameras.join(",")])
+        .args(["--image-size", &options.image_size.to_string(), "--workers", &workers.to_string()])
         .args(["--exec-horizon", &options.exec_horizon.to_string(), "--chunks", &options.chunks.to_string()])
-        .args(["--warmup-chunks", &options.warmup_chunks.to_string(), "--horizon", &options.sim.horizon.to_string()])
-        .env("MUJOCO_GL", &options.sim.mujoco_gl)
+        .args(["--warmup-chunks", &options.warmup_chunks.to_string(), "--horizon", &options.sim().horizon.to_string()])
+        .env("MUJOCO_GL", &options.mujoco_gl)
         .output()
         .map_err(|source| Error::Io { path: paths.python.clone(), source })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Device(format!(
-            "{} failed: {}",
-            script.display(),
-            stderr.lines().rev().take(10).collect::<Vec<_>>().join("\n")
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-    serde_json::from_str(line).map_err(|e| Error::Device(format!("{}: no JSON result ({e})", script.display())))
+    super::baseline_result(&script, output, 10)
 }
 
 pub fn bench_rollout(options: &RolloutBenchOptions) -> Result<Value> {
@@ -112,7 +128,7 @@ pub fn bench_rollout(options: &RolloutBenchOptions) -> Result<Value> {
             "rldt_every_step_render_steps_per_s": every_step,
             "worker_rss_mb": rss,
         });
-        if options.python_baseline {
+        if !options.no_python {
             let baseline = python_baseline(options, workers)?;
             let base = baseline["env_steps_per_s"].as_f64().unwrap_or(f64::NAN);
             row["python_dppo_style_steps_per_s"] = json!(base);
@@ -124,12 +140,12 @@ pub fn bench_rollout(options: &RolloutBenchOptions) -> Result<Value> {
     Ok(json!({
         "bench": "rollout",
         "machine": super::cpu_description(),
-        "task": options.sim.task.name(),
-        "cameras": options.sim.cameras,
-        "image_size": options.sim.image_size,
+        "task": options.task.name(),
+        "cameras": options.cameras,
+        "image_size": options.image_size,
         "exec_horizon": options.exec_horizon,
         "chunks_timed": options.chunks,
-        "mujoco_gl": options.sim.mujoco_gl,
+        "mujoco_gl": options.mujoco_gl,
         "results": rows,
     }))
 }

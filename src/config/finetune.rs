@@ -1,4 +1,4 @@
-//! The fine-tuning config (`configs/finetune/*.json`, rldt-algorithm.md §3–§7): every setting
+//! The fine-tuning config (`configs/finetune/*.json`, docs/algorithm.md §3–§7): every setting
 //! explicit, `deny_unknown_fields`, relations checked with the field named. The policy's
 //! architecture (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint.
 
@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::rl::actor::ActorObjective;
+pub use crate::rl::actor::{ActorObjective, ActorSettings, ReferencePolicy};
+pub use crate::rl::critic::CriticSettings;
 use crate::sim::Task;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,37 +73,6 @@ pub struct ScheduleSettings {
     pub actor_batch_trajectories: usize,
     /// Replay capacity in trajectories (paper: 1,280).
     pub replay_trajectories: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CriticSettings {
-    pub gamma: f64,
-    pub lambda: f64,
-    pub heads_lr: f64,
-    pub encoder_lr: f64,
-    /// Target network: EMA of heads and encoder after every critic step.
-    pub target_ema: f64,
-    /// Fresh policy samples a' per next state for the target (paper: 2).
-    pub target_samples: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReferencePolicy {
-    /// v_ref ← the current policy after every iteration (a trust region; the paper's code).
-    PreviousIterate,
-    /// v_ref stays the pretrained policy.
-    Pretrained,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActorSettings {
-    pub objective: ActorObjective,
-    pub lr: f64,
-    pub warmup_steps: usize,
-    pub reference: ReferencePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

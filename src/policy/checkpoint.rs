@@ -4,7 +4,7 @@
 //!   later stages load). Both are plain safetensors (`safetensors.torch.load_file` reads
 //!   them); names are the VarStore paths (`encoder.shared.trunk.stem.conv.weight`, …).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tch::{nn, Device};
 
@@ -61,4 +61,34 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyErro
 
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
     vs.save(path).map_err(|e| checkpoint_error(path, e.to_string()))
+}
+
+/// The checkpoint directory a user named: `path` itself (it holds `policy.json`), or the
+/// latest checkpoint of a run directory.
+pub fn resolve(path: &Path) -> crate::Result<PathBuf> {
+    if path.join(SPEC_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    crate::run_dir::latest_checkpoint(path)?.ok_or_else(|| {
+        checkpoint_error(path, "neither a checkpoint (policy.json) nor a run directory with checkpoints/latest").into()
+    })
+}
+
+/// Refuses a policy that conditions on more than one observation frame (`obs_horizon` > 1):
+/// rollouts render cameras at chunk ends only, so they cannot give the consecutive-step
+/// history such a policy was trained on (docs/algorithm.md §1). Used by `eval` and
+/// `finetune` before any worker starts.
+pub fn require_single_frame(dir: &Path) -> Result<(), PolicyError> {
+    let spec = read_spec(dir)?;
+    if spec.config.obs_horizon != 1 {
+        return Err(checkpoint_error(
+            &dir.join(SPEC_FILE),
+            format!(
+                "field `config.obs_horizon` is {}: evaluation and fine-tuning support policies with one \
+                 observation frame (obs_horizon 1) only",
+                spec.config.obs_horizon
+            ),
+        ));
+    }
+    Ok(())
 }

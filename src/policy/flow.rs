@@ -1,4 +1,4 @@
-//! Flow-matching maths on flattened action chunks (rldt-algorithm.md §1), independent of any
+//! Flow-matching maths on flattened action chunks (docs/algorithm.md §1), independent of any
 //! network: the velocity is passed in as a closure, so tests can use exact fields.
 //!
 //! Linear path, t = 0 noise, t = 1 data:

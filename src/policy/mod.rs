@@ -1,5 +1,5 @@
 //! `FlowPolicy`: camera encoders + proprio → condition, and the flow-matching velocity head
-//! over flattened action chunks (rldt-algorithm.md §1–2). The policy acts and owns its loss;
+//! over flattened action chunks (docs/algorithm.md §1–2). The policy acts and owns its loss;
 //! the algorithms that train it (pretraining, RLDT) live elsewhere.
 //!
 //! Condition: for each of the To history frames, each camera's feature (F each) and the
@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod env_obs;
 pub mod flow;
+pub mod frames;
 pub mod state_encoder;
 pub mod velocity_head;
 
@@ -75,6 +76,25 @@ pub enum PolicyError {
     Config { field: &'static str, message: String },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: std::path::PathBuf, message: String },
+}
+
+impl PolicySpec {
+    /// The spec of a policy trained on `data`: shapes and min-max statistics from it.
+    pub fn new(
+        config: PolicyConfig,
+        obs: ObsSpec,
+        image_size: i64,
+        data: &rldt_datasets::reader::RobomimicDataset,
+    ) -> Self {
+        Self {
+            config,
+            obs,
+            image_size,
+            proprio_dim: data.proprio_dim() as i64,
+            action_dim: data.action_dim as i64,
+            stats: DatasetStats::of(data),
+        }
+    }
 }
 
 impl PolicyConfig {

@@ -1,4 +1,4 @@
-//! The velocity network v_θ(x_t, t, cond) of the flow policy (rldt-algorithm.md §1).
+//! The velocity network v_θ(x_t, t, cond) of the flow policy (docs/algorithm.md §1).
 //!
 //! - Time: sinusoidal embedding of the raw t ∈ [0, 1] (not t·1000),
 //!   e_i = sin(t·ω_i), e_{i+d/2} = cos(t·ω_i), ω_i = exp(−ln(10⁴)·i/(d/2 − 1)),

@@ -1,4 +1,4 @@
-//! The RLDT actor objective for one batch of states (rldt-algorithm.md §4–§5), given a way to
+//! The RLDT actor objective for one batch of states (docs/algorithm.md §4–§5), given a way to
 //! take ∇_a Q. It does not know where Q comes from: the critic ensemble in fine-tuning, a
 //! known reward in the 2-D toy. Written top to bottom:
 //!
@@ -54,7 +54,7 @@ pub struct ActorObjective {
     /// Steps k at which a† is queried, one drawn uniformly per row (paper: every step,
     /// [0, 1, …, K − 1]). Late steps only (e.g. [4, 5, 6, 7]) keep a† close to the chain's own
     /// endpoint: at early steps a† is a posterior mean between modes, and a field there moves
-    /// the boundary between the modes' basins (see `rl::toy`).
+    /// the boundary between the modes' basins (see `toy`).
     pub query_steps: Vec<i64>,
 }
 
@@ -86,6 +86,24 @@ impl ActorObjective {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferencePolicy {
+    /// v_ref ← the current policy after every iteration (a trust region; the paper's code).
+    PreviousIterate,
+    /// v_ref stays the pretrained policy.
+    Pretrained,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub objective: ActorObjective,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub reference: ReferencePolicy,
+}
+
 /// Scalars for metrics (`actor/*`, `svgd/*`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ActorStats {
@@ -93,6 +111,15 @@ pub struct ActorStats {
     pub alignment: f64,
     pub consistency: f64,
     pub constraint: f64,
+    /// The transport field's scalars (metrics `svgd/*`).
+    #[serde(skip)]
+    pub field: FieldStats,
+}
+
+/// Scalars of the transport field over a batch (metrics `svgd/*`): mean bandwidth h, mean
+/// α(s), mean row norms of the attraction, the repulsion and the field φ.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FieldStats {
     pub bandwidth: f64,
     pub alpha: f64,
     pub attraction_norm: f64,
@@ -239,11 +266,13 @@ pub fn actor_objective(
         alignment: alignment.double_value(&[]),
         consistency: consistency.double_value(&[]),
         constraint: constraint.double_value(&[]),
-        bandwidth: particles.bandwidth.mean(Kind::Float).double_value(&[]),
-        alpha: particles.alpha.mean(Kind::Float).double_value(&[]),
-        attraction_norm: mean_row_norm(&particles.attraction),
-        repulsion_norm: mean_row_norm(&particles.repulsion),
-        field_norm: mean_row_norm(field),
+        field: FieldStats {
+            bandwidth: particles.bandwidth.mean(Kind::Float).double_value(&[]),
+            alpha: particles.alpha.mean(Kind::Float).double_value(&[]),
+            attraction_norm: mean_row_norm(&particles.attraction),
+            repulsion_norm: mean_row_norm(&particles.repulsion),
+            field_norm: mean_row_norm(field),
+        },
     };
     ActorOutput { loss, stats, particles }
 }
@@ -251,7 +280,7 @@ pub fn actor_objective(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rl::toy::toy_spec;
+    use crate::toy::toy_spec;
     use tch::{nn, Device};
 
     /// L = w_a·L_RL + w_c·L_cons + w_r·L_ref with w_a = 3, w_c = 0.5, w_r = 0.2: the loss equals

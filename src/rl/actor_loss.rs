@@ -1,4 +1,4 @@
-//! RLDT's actor losses (rldt-algorithm.md §5) as functions of tensors, apart from any network.
+//! RLDT's actor losses (docs/algorithm.md §5) as functions of tensors, apart from any network.
 //! Every loss is a mean over the N = B·P sample rows of a sum over the chunk's D numbers.
 //! Inputs named `sg_*` are treated as constants (detached here).
 //!

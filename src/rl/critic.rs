@@ -1,4 +1,4 @@
-//! The chunk-level critic of RLDT (rldt-algorithm.md §3): an ensemble of 2 Q heads on one
+//! The chunk-level critic of RLDT (docs/algorithm.md §3): an ensemble of 2 Q heads on one
 //! image encoder of its own (initialised from the pretrained actor's encoder), each head an
 //! MLP 256×3 with SiLU whose last layer starts at N(0, 0.1²). Input: the state's features
 //! (encoder features of each camera and history frame, plus normalised proprio, as the actor
@@ -8,12 +8,27 @@
 //! denominator), head h on its own interleaved half of the trajectories (trajectory n goes to
 //! head n mod 2), head losses summed. The target network is an EMA (0.995) of the whole critic.
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use crate::policy::{ObsBatch, PolicySpec, StateEncoder};
 
 pub const HEADS: i64 = 2;
 const HIDDEN: i64 = 256;
+
+/// The `critic` section of a fine-tuning config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticSettings {
+    pub gamma: f64,
+    pub lambda: f64,
+    pub heads_lr: f64,
+    pub encoder_lr: f64,
+    /// Target network: EMA of heads and encoder after every critic step.
+    pub target_ema: f64,
+    /// Fresh policy samples a' per next state for the target (paper: 2).
+    pub target_samples: usize,
+}
 
 #[derive(Debug)]
 pub struct Critic {

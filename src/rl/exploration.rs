@@ -1,4 +1,4 @@
-//! Exploration by the last steps' extrapolation gap (rldt-algorithm.md §6): sample a full
+//! Exploration by the last steps' extrapolation gap (docs/algorithm.md §6): sample a full
 //! chain, pick k uniform in a set of late steps (paper: {6, 7} for K = 8), take
 //! a†_k = x_k + (1 − t_k)·v(x_k, t_k), d = ‖a − a†_k‖ over the whole chunk, and execute
 //! a + d·ε, ε ~ N(0, I). With K = 8, k = 7 gives a†_7 = x_8 = a exactly, so d = 0 and about
@@ -34,7 +34,7 @@ mod tests {
 
     fn toy_policy() -> (nn::VarStore, FlowPolicy) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let policy = FlowPolicy::new(&vs.root(), crate::rl::toy::toy_spec()).unwrap();
+        let policy = FlowPolicy::new(&vs.root(), crate::toy::toy_spec()).unwrap();
         (vs, policy)
     }
 

@@ -1,55 +1,11 @@
-//! Trajectories in RAM and the replay that mixes them (rldt-algorithm.md §3, §7).
-//!
-//! A trajectory is one episode of T chunks: u8 images and normalised proprio at every chunk
-//! start plus the final observation (T + 1 frames), the executed chunks (normalised), and the
-//! shaped rewards, success mask and dones of §3 (shaped once, per collection round).
-//! Memory per trajectory ≈ (T + 1)·(n_cameras·H·W·3 + 4·P) + 4·T·(Ta·A + 3) bytes: the
-//! paper's 1,280 Square trajectories (T = 100, one 96×96 camera) ≈ 1,280 × 2.8 MB ≈ 3.6 GB.
+//! The replay of recent trajectories and its balanced sampling (docs/algorithm.md §7): the
+//! last `capacity` trajectories, a batch drawn half from successful ones and half from the
+//! others. The paper's 1,280 Square trajectories (T = 100, one 96×96 camera) take
+//! ≈ 1,280 × 2.8 MB ≈ 3.6 GB (see [`Trajectory`]).
 
 use rldt_datasets::random::SplitMix64;
 
-#[derive(Debug, Clone)]
-pub struct Trajectory {
-    /// Per camera: [T + 1, H, W, 3] u8.
-    pub images: Vec<Vec<u8>>,
-    /// [T + 1, P] normalised proprio.
-    pub proprio: Vec<f32>,
-    /// [T, Ta·A] executed chunks, normalised.
-    pub actions: Vec<f32>,
-    /// [T] raw chunk rewards (sum of the chunk's per-step rewards).
-    pub raw_rewards: Vec<f32>,
-    /// [T] episode ends (1 at the last chunk, or where a worker failure truncated it).
-    pub raw_dones: Vec<f32>,
-    /// [T] after §3 shaping: change of reward / round scale, success mask, dones.
-    pub rewards: Vec<f32>,
-    pub mask: Vec<f32>,
-    pub dones: Vec<f32>,
-    pub success: bool,
-    pub chunks: usize,
-}
-
-impl Trajectory {
-    /// A trajectory with no frames yet, for `cameras` cameras.
-    pub fn empty(cameras: usize) -> Self {
-        Self {
-            images: vec![Vec::new(); cameras],
-            proprio: vec![],
-            actions: vec![],
-            raw_rewards: vec![],
-            raw_dones: vec![],
-            rewards: vec![],
-            mask: vec![],
-            dones: vec![],
-            success: false,
-            chunks: 0,
-        }
-    }
-
-    pub fn memory_bytes(&self) -> usize {
-        self.images.iter().map(Vec::len).sum::<usize>()
-            + 4 * (self.proprio.len() + self.actions.len() + 5 * self.chunks)
-    }
-}
+use super::trajectory::Trajectory;
 
 /// The last `capacity` trajectories, oldest dropped first.
 #[derive(Debug, Default)]
@@ -76,6 +32,11 @@ impl Replay {
             self.trajectories.pop_front();
         }
         self.trajectories.push_back(trajectory);
+    }
+
+    /// The `n` newest trajectories (fewer if it holds fewer), oldest first.
+    pub fn newest(&self, n: usize) -> Vec<&Trajectory> {
+        self.trajectories.iter().skip(self.trajectories.len().saturating_sub(n)).collect()
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -107,7 +68,7 @@ mod tests {
     use super::*;
 
     fn trajectory(success: bool) -> Trajectory {
-        Trajectory { success, ..Trajectory::empty(0) }
+        Trajectory { success, ..Trajectory::default() }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Chunk rewards → critic targets (rldt-algorithm.md §3), on [N, T] tensors: N trajectories,
+//! Chunk rewards → critic targets (docs/algorithm.md §3), on [N, T] tensors: N trajectories,
 //! T chunks each, time along dimension 1.
 //!
 //! 1. Change of reward: r'_t = r_t − (1 − done_{t−1})·r_{t−1}   (r'_0 = r_0).

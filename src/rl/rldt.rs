@@ -1,4 +1,4 @@
-//! `Rldt`: what RLDT trains and how, one update at a time (rldt-algorithm.md §3–§5). It owns
+//! `Rldt`: what RLDT trains and how, one update at a time (docs/algorithm.md §3–§5). It owns
 //! the actor (the flow policy), the reference policy v_ref, the critic and its EMA target,
 //! and one AdamW per VarStore. The loop that calls it is `train::finetune`.
 //!
@@ -16,16 +16,16 @@ use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::actor::{actor_objective, ActorStats};
+use super::actor::{ActorSettings, ReferencePolicy};
+use super::critic::CriticSettings;
 use super::critic::{init_encoder_from_actor, Critic};
-use super::probe::{q_map, snapshot, ParticleSnapshot, PlaneView, ProbeStates};
-use super::replay::Trajectory;
 use super::returns::td_lambda;
-use crate::config::finetune::{ActorSettings, CriticSettings, ReferencePolicy};
+use super::trajectory::Trajectory;
 use crate::error::{Error, Result};
+use crate::optim::ema::Ema;
 use crate::optim::AdamW;
 use crate::policy::checkpoint::{self, Weights};
-use crate::policy::{FlowPolicy, ObsBatch};
-use crate::train::ema::Ema;
+use crate::policy::FlowPolicy;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CriticStats {
@@ -48,7 +48,7 @@ pub struct Rldt {
     pub actor_optimizer: AdamW,
     pub critic_optimizer: AdamW,
     critic_settings: CriticSettings,
-    actor_settings: ActorSettings,
+    pub actor_settings: ActorSettings,
     /// Actor steps taken (for the learning-rate warm-up).
     pub actor_steps: i64,
 }
@@ -98,30 +98,8 @@ impl Rldt {
         })
     }
 
-    fn device(&self) -> Device {
+    pub fn device(&self) -> Device {
         self.actor.device()
-    }
-
-    /// Observations at the given (trajectory, frame) pairs: ObsBatch with B = pairs.
-    fn states(&self, pairs: &[(&Trajectory, usize)]) -> ObsBatch {
-        let spec = self.actor.spec();
-        let (s, p) = (spec.image_size as usize, spec.proprio_dim as usize);
-        let frame = s * s * 3;
-        let b = pairs.len() as i64;
-        let images = (0..spec.obs.image_keys.len())
-            .map(|camera| {
-                let mut bytes = Vec::with_capacity(pairs.len() * frame);
-                for (trajectory, t) in pairs {
-                    bytes.extend_from_slice(&trajectory.images[camera][t * frame..(t + 1) * frame]);
-                }
-                Tensor::from_slice(&bytes).view([b, 1, s as i64, s as i64, 3]).to_device(self.device())
-            })
-            .collect();
-        let mut proprio = Vec::with_capacity(pairs.len() * p);
-        for (trajectory, t) in pairs {
-            proprio.extend_from_slice(&trajectory.proprio[t * p..(t + 1) * p]);
-        }
-        ObsBatch { images, proprio: Tensor::from_slice(&proprio).view([b, 1, p as i64]).to_device(self.device()) }
     }
 
     /// Executed numbers of a full chunk: [N, D] → [N, Ta·A].
@@ -134,8 +112,8 @@ impl Rldt {
     pub fn critic_step(&mut self, trajectories: &[&Trajectory], critic_lr: f64) -> Result<CriticStats> {
         let (n, t_len) = (trajectories.len(), trajectories[0].chunks);
         if trajectories.iter().any(|t| t.chunks != t_len) {
-            return Err(Error::Device(
-                "critic batch: trajectories of different lengths (finetuning needs full-length episodes)".into(),
+            return Err(Error::CriticBatch(
+                "trajectories of different lengths (fine-tuning needs full-length episodes)".into(),
             ));
         }
         let device = self.device();
@@ -150,7 +128,7 @@ impl Rldt {
         let (rewards, dones, mask) = (field(|t| &t.rewards), field(|t| &t.dones), field(|t| &t.mask));
 
         // Targets, without gradient.
-        let next_obs = self.states(&next);
+        let next_obs = Trajectory::states(&next, device);
         let next_values = tch::no_grad(|| {
             let cond = self.actor.condition(&next_obs, false);
             let features = self.target.features(&next_obs, false);
@@ -167,7 +145,7 @@ impl Rldt {
             td_lambda(&rewards, &dones, &next_values, self.critic_settings.gamma, self.critic_settings.lambda);
 
         // The step: one augmentation of the images (the critic encoder's, train = true).
-        let obs = self.states(&current);
+        let obs = Trajectory::states(&current, device);
         let actions: Vec<f32> = trajectories.iter().flat_map(|tr| tr.actions.iter().copied()).collect();
         let actions = Tensor::from_slice(&actions).view([(n * t_len) as i64, -1]).to_device(device);
         let q =
@@ -203,7 +181,7 @@ impl Rldt {
         if states.is_empty() {
             return Ok(None);
         }
-        let obs = self.states(&states);
+        let obs = Trajectory::states(&states, self.device());
         let particles = self.actor_settings.objective.particles;
         let features =
             tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
@@ -227,7 +205,7 @@ impl Rldt {
 
     /// ∇_a of the mean over the online heads of Q(s, a) at full chunks [N, D], features
     /// [N, F]: zero over the non-executed part of the chunk (the critic sees only Ta·A).
-    fn q_gradient(&self, features: &Tensor, actions: &Tensor) -> Tensor {
+    pub fn q_gradient(&self, features: &Tensor, actions: &Tensor) -> Tensor {
         let (exec, d) =
             (self.actor.spec().config.exec_horizon * self.actor.spec().action_dim, self.actor.action_numbers());
         let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
@@ -241,43 +219,11 @@ impl Rldt {
     }
 
     /// Mean over the online heads of Q(s, a): full chunks [N, D], features [N, F] → [N].
-    fn q_value(&self, features: &Tensor, actions: &Tensor) -> Tensor {
+    pub fn q_value(&self, features: &Tensor, actions: &Tensor) -> Tensor {
         let exec = self.actor.spec().config.exec_horizon * self.actor.spec().action_dim;
         tch::no_grad(|| {
             self.critic.q_from_features(features, &actions.narrow(1, 0, exec)).mean_dim(-1, false, Kind::Float)
         })
-    }
-
-    /// Particle snapshots of the probe states with the current actor and critic (for the
-    /// recording). `planes` holds one view per probe; missing ones are fixed now, from
-    /// these particles. Uses the global RNG (call it where that does not matter).
-    pub fn probe_snapshots(
-        &self,
-        probes: &ProbeStates,
-        planes: &mut Vec<PlaneView>,
-        q_map_grid: usize,
-    ) -> Vec<ParticleSnapshot> {
-        let obs = probes.obs(self.device());
-        let (cond, features) = tch::no_grad(|| (self.actor.condition(&obs, false), self.critic.features(&obs, false)));
-        let objective = &self.actor_settings.objective;
-        (0..probes.count)
-            .map(|i| {
-                let cond_i = cond.narrow(0, i as i64, 1);
-                let features_i = features.narrow(0, i as i64, 1);
-                let rows = |a: &Tensor| features_i.expand([a.size()[0], -1], false);
-                let q_grad = |a: &Tensor| self.q_gradient(&rows(a), a);
-                let q_value = |a: &Tensor| self.q_value(&rows(a), a);
-                let mut snap = snapshot(&self.actor, &cond_i, &q_grad, &q_value, objective);
-                if planes.len() <= i {
-                    let d = snap.numbers as i64;
-                    planes.push(PlaneView::principal(&Tensor::from_slice(&snap.endpoints).view([-1, d])));
-                }
-                if q_map_grid > 0 {
-                    snap.q_map = Some(q_map(&planes[i], q_map_grid, &q_value, self.device()));
-                }
-                snap
-            })
-            .collect()
     }
 
     /// After every iteration: v_ref ← the current policy (previous-iterate reference).

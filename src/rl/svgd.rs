@@ -1,4 +1,4 @@
-//! The SVGD transport field of RLDT (rldt-algorithm.md §4), pure tensor maths: particles,
+//! The SVGD transport field of RLDT (docs/algorithm.md §4), pure tensor maths: particles,
 //! their scores and the query points in, the field out. It never sees a critic or a policy.
 //!
 //! Per state (B states, P particles, D numbers per action chunk):

@@ -1,4 +1,4 @@
-//! The simulator bridge (design.md §5): robosuite runs in Python worker processes
+//! The simulator bridge: robosuite runs in Python worker processes
 //! (`scripts/sim_server.py`, one per worker, fork+exec, headless via `MUJOCO_GL`) that speak
 //! JSON lines; this module spawns them, talks to them, and survives their failures.
 //!
@@ -17,5 +17,5 @@ pub mod worker;
 
 pub use protocol::{ChunkOutcome, Observation, Render};
 pub use task::{SimConfig, Task};
-pub use vec_env::{EpisodeSchedule, StepResult, VecEnv};
+pub use vec_env::{Action, StepResult, VecEnv};
 pub use worker::{SimError, SimErrorKind, SubprocessEnv};

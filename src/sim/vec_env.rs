@@ -8,35 +8,19 @@ use super::protocol::{ChunkOutcome, Observation, Render};
 use super::task::{PythonPaths, SimConfig};
 use super::worker::{SimError, SubprocessEnv};
 
-/// Hands episodes 0..total to idle workers in order; episode e uses seed `base_seed + e`.
-#[derive(Debug, Clone)]
-pub struct EpisodeSchedule {
-    next: usize,
-    total: usize,
-    base_seed: u64,
-}
-
-impl EpisodeSchedule {
-    pub fn new(total: usize, base_seed: u64) -> Self {
-        Self { next: 0, total, base_seed }
-    }
-
-    /// For each worker (true = idle): the seed of the episode it starts now, if any remain.
-    pub fn seeds_for_idle(&mut self, idle: impl IntoIterator<Item = bool>) -> Vec<Option<u64>> {
-        idle.into_iter()
-            .map(|is_idle| {
-                (is_idle && self.next < self.total).then(|| {
-                    self.next += 1;
-                    self.base_seed + self.next as u64 - 1
-                })
-            })
-            .collect()
-    }
-
-    /// The episode index of a seed handed out by this schedule.
-    pub fn episode_of(&self, seed: u64) -> usize {
-        (seed - self.base_seed) as usize
-    }
+/// What one worker does next: execute a chunk of actions ([n][A], already in the env's
+/// [−1, 1] range), or let the task's scripted expert act.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Chunk(Vec<Vec<f64>>),
+    /// `steps` expert steps, Gaussian noise of std `noise` on its actions (seeded by
+    /// `noise_seed`), the MuJoCo state recorded before every step when `record_states`.
+    Expert {
+        steps: usize,
+        noise: f64,
+        noise_seed: u64,
+        record_states: bool,
+    },
 }
 
 /// The result of one env's chunk: its outcome, or the failure that truncated its episode
@@ -136,18 +120,18 @@ impl VecEnv {
         chunks: &[Option<Vec<Vec<f64>>>],
         render: Render,
     ) -> Result<Vec<Option<StepResult>>, SimError> {
-        let results = self.parallel(chunks, |env, chunk| env.step(chunk, render, false));
-        self.settle(results)
+        let actions: Vec<Option<Action>> = chunks.iter().map(|c| c.clone().map(Action::Chunk)).collect();
+        self.act(&actions, render)
     }
 
-    /// Lets the experts of the selected envs act for `n` steps each; job = (noise, noise_seed).
-    pub fn expert(
-        &mut self,
-        jobs: &[Option<(usize, f64, u64)>],
-        render: Render,
-        record_states: bool,
-    ) -> Result<Vec<Option<StepResult>>, SimError> {
-        let results = self.parallel(jobs, |env, &(n, noise, seed)| env.expert(n, render, record_states, noise, seed));
+    /// Runs each selected worker's [`Action`] in parallel.
+    pub fn act(&mut self, actions: &[Option<Action>], render: Render) -> Result<Vec<Option<StepResult>>, SimError> {
+        let results = self.parallel(actions, |env, action| match action {
+            Action::Chunk(chunk) => env.step(chunk, render, false),
+            &Action::Expert { steps, noise, noise_seed, record_states } => {
+                env.expert(steps, render, record_states, noise, noise_seed)
+            }
+        });
         self.settle(results)
     }
 

@@ -1,10 +1,25 @@
-//! RLDT fine-tuning against simulation rollouts (rldt-algorithm.md §7), top to bottom:
-//! run directory and resume → actor, reference, critic and target from the pretrained
-//! checkpoint → workers → per iteration: a collection round (evaluation-only on iteration 0
-//! and every `eval_every`-th: plain samples, no updates), then `rounds` × (a critic batch of
-//! fresh + replayed trajectories, critic steps, and from `actor_start_iteration` on, actor
-//! steps on the unmasked states of a few of them), the fresh trajectories into the replay,
-//! v_ref reset; metrics and an atomic checkpoint.
+//! RLDT fine-tuning against simulation rollouts (docs/algorithm.md §7), as the paper's
+//! algorithm box:
+//!
+//! ```text
+//! for iteration i:
+//!     round ← collect_round(envs, actor, exploration unless i is an evaluation iteration)
+//!     unless i is an evaluation iteration (0 and every eval_every-th):
+//!         for each of `rounds`:
+//!             batch ← fresh trajectories (fresh_fraction) + replay (balanced success/failure)
+//!             critic_steps_per_round × critic step on the batch
+//!             from actor_start_iteration: actor_steps_per_round × actor step on a few of them
+//!         replay ← replay + round;  v_ref ← actor
+//!     metrics, recording, checkpoint
+//! ```
+//!
+//! **Seeding.** `seed` decides everything. Iteration i draws its own stream
+//! `SplitMix64::stream(seed, i)`: its first number seeds libtorch's global RNG (policy noise,
+//! exploration noise, augmentation, particles, query steps), the rest choose the critic batches
+//! and the actor's trajectories. The round's episodes use simulator seeds
+//! `seed·1,000,003 + i·10,000 + e` (episode e). So a resumed run, a run with recording off
+//! and an uninterrupted one take the same decisions from the same state; the recording draws
+//! from libtorch's RNG only after the updates, and the next iteration reseeds it.
 //!
 //! Resume restarts at the iteration after the last checkpoint with every network and
 //! optimizer state restored; the replay is not saved and is rebuilt from new rollouts.
@@ -17,17 +32,20 @@ use rldt_datasets::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::finetune::FinetuneConfig;
+use crate::config::finetune::{FinetuneConfig, ScheduleSettings};
+use crate::device::DeviceChoice;
 use crate::error::{io_at, Error, Result};
+use crate::policy::checkpoint;
 use crate::rl::actor::ActorStats;
-use crate::rl::probe::{PlaneView, ProbeStates};
-use crate::rl::replay::{Replay, Trajectory};
+use crate::rl::replay::Replay;
 use crate::rl::rldt::{CriticStats, Rldt, RldtCounters};
-use crate::rl::rollout::collect_round;
+use crate::rl::rollout::{collect_round, RoundOutcome};
+use crate::rl::trajectory::Trajectory;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
-use crate::sim::{SimConfig, VecEnv};
-use crate::train::metrics::MetricsLog;
-use crate::viz::{self, particles::Dims3, Recorder, Sink};
+use crate::sim::{SimConfig, Task, VecEnv};
+use crate::train::metrics::{field_means, named, Metrics, MetricsLog};
+use crate::viz::finetune::FinetuneRecording;
+use crate::viz::{self, Recorder, Sink};
 
 pub struct FinetuneOptions {
     pub config: Option<FinetuneConfig>,
@@ -37,6 +55,64 @@ pub struct FinetuneOptions {
     /// Where the rerun recording goes; None: the run's own file (`particles.rrd`, or
     /// `particles.resume-<iteration>.rrd` when resuming).
     pub recording: Option<Sink>,
+}
+
+/// The flags of `rldt-vision finetune`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FinetuneArgs {
+    #[arg(long, value_enum)]
+    pub task: Task,
+    /// Fine-tuning config (default configs/finetune/<task>.json: the paper's settings).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Pretraining run or checkpoint directory, overriding the config's `pretrained`.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Run directory (default runs/<config name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// libtorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
+    /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file in
+    /// the run directory.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"])]
+    pub viewer: Vec<String>,
+    /// No recording at all.
+    #[arg(long, conflicts_with = "viewer")]
+    pub no_record: bool,
+}
+
+impl FinetuneArgs {
+    /// The run these flags ask for. A new run loads the config (refusing one for another
+    /// task) and applies `--pretrained`; `--resume` with `--run-dir` uses the run's own
+    /// config.json.
+    pub fn options(&self) -> Result<FinetuneOptions> {
+        let recording = Sink::from_flags(&self.viewer, self.no_record).map_err(Error::Usage)?;
+        let path = self.config.clone().unwrap_or_else(|| format!("configs/finetune/{}.json", self.task.name()).into());
+        let config = if self.resume && self.run_dir.is_some() {
+            None
+        } else {
+            let mut config = FinetuneConfig::load(&path)?;
+            if config.env.task != self.task {
+                let message = format!("field `env.task` is {:?}, but --task {}", config.env.task, self.task.name());
+                return Err(Error::Config { file: path, message });
+            }
+            if let Some(pretrained) = &self.pretrained {
+                config.pretrained = pretrained.clone();
+            }
+            Some(config)
+        };
+        let name = config.as_ref().map_or("finetune", |c| c.name.as_str());
+        let run_dir = self.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+        Ok(FinetuneOptions { config, run_dir, device: self.device.resolve()?, resume: self.resume, recording })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,50 +138,234 @@ pub struct FinetuneSummary {
 }
 
 const STATE_FILE: &str = "finetune_state.json";
-/// The probe states of the recording (kept so a resumed run records the same states).
-const PROBES_FILE: &str = "probes.safetensors";
 
-/// Names of the A numbers of one action step (robosuite OSC_POSE per arm, else a0, a1, …).
-fn action_names(action_dim: usize) -> Vec<String> {
-    const OSC: [&str; 7] = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"];
-    match action_dim {
-        7 => OSC.iter().map(|s| s.to_string()).collect(),
-        14 => (0..14).map(|i| format!("arm{}_{}", i / 7, OSC[i % 7])).collect(),
-        a => (0..a).map(|i| format!("a{i}")).collect(),
-    }
+/// A collection round's metrics (`eval/*` on evaluation iterations, else `rollout/*`).
+#[derive(Debug, Default, Serialize)]
+struct RoundStats {
+    success_rate: f64,
+    episodes: usize,
 }
 
-fn mean<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
-    if items.is_empty() {
-        f64::NAN
-    } else {
-        items.iter().map(f).sum::<f64>() / items.len() as f64
-    }
+/// How the rollouts went (`rollout/*`).
+#[derive(Debug, Default, Serialize)]
+struct RolloutHealth {
+    exploration_gap: f64,
+    worker_failures: usize,
+}
+
+/// Seconds of the collection round (`time/*`).
+#[derive(Debug, Default, Serialize)]
+struct PhaseTimes {
+    rollout_s: f64,
+}
+
+/// Seconds of the iteration's critic and actor steps (`time/*`).
+#[derive(Debug, Default, Serialize)]
+struct UpdateTimes {
+    critic_s: f64,
+    actor_s: f64,
+}
+
+/// The replay after an iteration (`replay/*`).
+#[derive(Debug, Default, Serialize)]
+struct ReplayStats {
+    trajectories: usize,
+    memory_mb: f64,
+}
+
+/// What the updates of one iteration produced.
+#[derive(Default)]
+struct Updates {
+    critic: Vec<CriticStats>,
+    actor: Vec<ActorStats>,
+    critic_s: f64,
+    actor_s: f64,
+}
+
+/// Everything a run holds between iterations.
+struct Run {
+    config: FinetuneConfig,
+    run_dir: PathBuf,
+    rldt: Rldt,
+    envs: VecEnv,
+    metrics: MetricsLog,
+    recording: FinetuneRecording,
+    sink: Sink,
+    start_iteration: usize,
+    env_steps: usize,
+    last_checkpoint: Option<PathBuf>,
 }
 
 pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
+    let mut run = open(&options)?;
+    let config = run.config.clone();
+    let (schedule, rollout) = (&config.schedule, &config.rollout);
+    let mut replay = Replay::new(schedule.replay_trajectories);
+    let mut evaluations = Vec::new();
+    let progress = progress_bar(schedule.iterations, run.start_iteration);
+    for iteration in run.start_iteration..schedule.iterations {
+        let mut rng = SplitMix64::stream(config.seed, iteration as u64);
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        let eval_only = iteration % schedule.eval_every == 0;
+        progress.set_message(format!(
+            "iteration {iteration}: {}",
+            if eval_only { "evaluation rollouts" } else { "rollouts" }
+        ));
+
+        // 1. The collection round (plain samples on evaluation iterations).
+        let started = Instant::now();
+        let exploration = (!eval_only).then_some(rollout.exploration_steps.as_slice());
+        let episode_seeds = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
+        let round =
+            collect_round(&mut run.envs, &run.rldt.actor, rollout.episodes_per_env, exploration, episode_seeds)?;
+        let rollout_s = started.elapsed().as_secs_f64();
+        let steps_before = run.env_steps;
+        run.env_steps += round.env_steps;
+        let success_rate = round.successes as f64 / round.episodes.max(1) as f64;
+        if eval_only {
+            evaluations.push((iteration, steps_before, success_rate));
+        }
+
+        // 2. Critic and actor updates on fresh + replayed trajectories.
+        let mut updates = None;
+        if !eval_only && round.trajectories.is_empty() {
+            eprintln!(
+                "[finetune] iteration {iteration}: no complete trajectory (every worker failed); skipping updates"
+            );
+        } else if !eval_only {
+            let mut done = Updates::default();
+            for r in 0..schedule.rounds {
+                progress.set_message(format!("iteration {iteration}: round {}/{}", r + 1, schedule.rounds));
+                let batch = critic_batch(&round.trajectories, &replay, schedule, &mut rng);
+                let started = Instant::now();
+                for _ in 0..schedule.critic_steps_per_round {
+                    done.critic
+                        .push(run.rldt.critic_step(&batch, config.critic.heads_lr).map_err(at(iteration, &run))?);
+                }
+                done.critic_s += started.elapsed().as_secs_f64();
+                if iteration >= schedule.actor_start_iteration {
+                    let started = Instant::now();
+                    for _ in 0..schedule.actor_steps_per_round {
+                        let k = schedule.actor_batch_trajectories.min(batch.len());
+                        let chosen: Vec<&Trajectory> = (0..k).map(|_| batch[rng.below(batch.len())]).collect();
+                        done.actor.extend(run.rldt.actor_step(&chosen).map_err(at(iteration, &run))?);
+                    }
+                    done.actor_s += started.elapsed().as_secs_f64();
+                }
+            }
+            run.rldt.end_iteration()?;
+            updates = Some(done);
+        }
+
+        // 3. A training round joins the replay; metrics, recording and checkpoint.
+        let mut metrics = iteration_metrics(eval_only, &round, rollout_s, run.env_steps);
+        let fresh: Vec<&Trajectory> = match updates {
+            Some(updates) => {
+                let n = round.trajectories.len();
+                round.trajectories.into_iter().for_each(|t| replay.push(t));
+                metrics.extend(update_metrics(&updates, &replay));
+                replay.newest(n)
+            }
+            None => round.trajectories.iter().collect(),
+        };
+        run.metrics.log(iteration as i64, &metrics)?;
+        run.recording.iteration(iteration, (steps_before, run.env_steps), &metrics, &fresh, &run.rldt)?;
+        progress.inc(1);
+        run.checkpoint_if_due(iteration + 1)?;
+    }
+    progress.finish();
+    run.finish(evaluations, options.resume)
+}
+
+/// A critic batch: `fresh_fraction` of `critic_batch_trajectories` drawn from this round
+/// (all of it while the replay is empty), the rest from the replay, shuffled.
+fn critic_batch<'a>(
+    fresh: &'a [Trajectory],
+    replay: &'a Replay,
+    schedule: &ScheduleSettings,
+    rng: &mut SplitMix64,
+) -> Vec<&'a Trajectory> {
+    let want = schedule.critic_batch_trajectories;
+    let n_fresh =
+        if replay.is_empty() { want } else { ((want as f64 * schedule.fresh_fraction).round() as usize).min(want) };
+    let mut batch: Vec<&Trajectory> = (0..n_fresh).map(|_| &fresh[rng.below(fresh.len())]).collect();
+    batch.extend(replay.sample_balanced(want - n_fresh, rng));
+    rng.shuffle(&mut batch);
+    batch
+}
+
+/// The collection round's metrics.
+fn iteration_metrics(eval_only: bool, round: &RoundOutcome, rollout_s: f64, env_steps: usize) -> Metrics {
+    let round_stats =
+        RoundStats { success_rate: round.successes as f64 / round.episodes.max(1) as f64, episodes: round.episodes };
+    let mut metrics = named(if eval_only { "eval" } else { "rollout" }, &round_stats);
+    let health = RolloutHealth { exploration_gap: round.mean_gap, worker_failures: round.worker_failures };
+    metrics.extend(named("rollout", &health));
+    metrics.push(("env_steps".into(), env_steps as f64));
+    metrics.extend(named("time", &PhaseTimes { rollout_s }));
+    metrics
+}
+
+/// The updates' metrics (means over the iteration's steps) and the replay they leave.
+fn update_metrics(updates: &Updates, replay: &Replay) -> Metrics {
+    let mut metrics = field_means("critic", &updates.critic);
+    metrics.extend(named("time", &UpdateTimes { critic_s: updates.critic_s, actor_s: updates.actor_s }));
+    let memory_mb = replay.memory_bytes() as f64 / 1e6;
+    metrics.extend(named("replay", &ReplayStats { trajectories: replay.len(), memory_mb }));
+    if !updates.actor.is_empty() {
+        metrics.extend(field_means("actor", &updates.actor));
+        let fields: Vec<_> = updates.actor.iter().map(|s| s.field.clone()).collect();
+        metrics.extend(field_means("svgd", &fields));
+    }
+    metrics
+}
+
+/// The error of a failed update, with the iteration and the checkpoints directory filled in
+/// for a divergence (the last checkpoint is left as it was).
+fn at(iteration: usize, run: &Run) -> impl Fn(Error) -> Error {
+    let checkpoints = run_dir::checkpoints_dir(&run.run_dir);
+    move |error| match error {
+        Error::NonFinite { what, value, .. } => {
+            Error::NonFinite { step: iteration as i64, what, value, checkpoints: checkpoints.clone() }
+        }
+        other => other,
+    }
+}
+
+fn progress_bar(iterations: usize, start: usize) -> ProgressBar {
+    let progress = ProgressBar::new(iterations as u64).with_position(start as u64);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "[finetune] {bar:30} {pos}/{len} iterations · {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("template"),
+    );
+    progress
+}
+
+/// The run directory (fresh, or resumed from its latest checkpoint), the networks from the
+/// pretrained checkpoint, the metrics log, the recording and the workers.
+fn open(options: &FinetuneOptions) -> Result<Run> {
     let run_dir = options.run_dir.clone();
     let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
-
-    // ---- Run directory: fresh, or resume from the latest checkpoint ---------------------
     let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), FinetuneConfig::load)?;
     let config_path = run_dir.join("config.json");
+    let config_error = |message: String| Error::Config { file: config_path.clone(), message };
     if config.env.stop_on_success {
-        return Err(Error::Config { file: config_path.clone(), message: "field `env.stop_on_success`: fine-tuning needs full-length episodes (false): the success mask handles the steps after success".into() });
+        return Err(config_error("field `env.stop_on_success`: fine-tuning needs full-length episodes (false): the success mask handles the steps after success".into()));
     }
     std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
     write_atomic(&config_path, serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;
-    let (schedule, rollout) = (&config.schedule, &config.rollout);
 
-    // ---- Networks --------------------------------------------------------------------------
-    let pretrained = crate::eval::resolve_checkpoint(&config.pretrained)?;
+    // Networks: actor and v_ref from the pretrained EMA weights, critic and target.
+    let pretrained = checkpoint::resolve(&config.pretrained)?;
+    checkpoint::require_single_frame(&pretrained)?;
     tch::manual_seed(config.seed as i64);
     let mut rldt = Rldt::new(&pretrained, &config.critic, &config.actor, options.device)?;
     let k_steps = rldt.actor.spec().config.num_denoising_steps;
-    let step_error = |message: String| Error::Config { file: config_path.clone(), message };
-    config.actor.objective.check(k_steps).map_err(step_error)?;
-    if let Some(&k) = rollout.exploration_steps.iter().find(|&&k| k >= k_steps) {
-        return Err(step_error(format!(
+    config.actor.objective.check(k_steps).map_err(config_error)?;
+    if let Some(&k) = config.rollout.exploration_steps.iter().find(|&&k| k >= k_steps) {
+        return Err(config_error(format!(
             "rollout.exploration_steps: step {k} does not exist in a policy with K = {k_steps} denoising steps (0..{k_steps})"
         )));
     }
@@ -123,22 +383,17 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         );
     }
     // Metric lines carry the 0-based iteration as `step`: keep those of completed iterations.
-    let mut metrics = MetricsLog::open(&run_dir, options.resume.then_some(start_iteration as i64 - 1))?;
-
-    // ---- Recording: probe particles, metrics, rollout frames (rerun, see `viz`) ----------
+    let metrics = MetricsLog::open(&run_dir, options.resume.then_some(start_iteration as i64 - 1))?;
     let sink = options
         .recording
         .clone()
         .unwrap_or_else(|| Sink::File(viz::run_recording_path(&run_dir, options.resume.then_some(start_iteration))));
     let recorder =
         Recorder::open(&sink, &format!("rldt-vision:{}", run_dir.display())).map_err(|e| run_error(e.to_string()))?;
-    let probes_path = run_dir.join(PROBES_FILE);
-    let mut probes = if probes_path.exists() { Some(ProbeStates::load(&probes_path)?) } else { None };
-    let mut planes: Vec<PlaneView> = Vec::new();
-    let recording = &config.recording;
-
-    // ---- Workers ---------------------------------------------------------------------------
     let spec = rldt.actor.spec().clone();
+    let recording = FinetuneRecording::new(recorder, &config.recording, &spec, &run_dir)?;
+
+    // Workers: full-length episodes (the success mask handles the steps after success).
     let cameras = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
     let mut sim = SimConfig::for_task(config.env.task, cameras, spec.image_size.max(1) as usize);
     sim.horizon = config.env.horizon;
@@ -146,224 +401,51 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     sim.mujoco_gl = config.env.mujoco_gl.clone();
     sim.init_timeout_s = config.env.init_timeout_s;
     sim.step_timeout_s = config.env.step_timeout_s;
-    let mut envs = VecEnv::new(&sim, rollout.envs).map_err(|e| Error::Sim(Box::new(e)))?;
-
-    let names = action_names(spec.action_dim as usize);
-    let dims3 = Dims3 {
-        indices: recording.view_3d_dims,
-        names: recording.view_3d_dims.map(|i| format!("{} (step {})", names[i % names.len()], i / names.len())),
-    };
-
-    // ---- The loop --------------------------------------------------------------------------
-    let mut replay = Replay::new(schedule.replay_trajectories);
-    let progress = ProgressBar::new(schedule.iterations as u64).with_position(start_iteration as u64);
-    progress.set_style(
-        ProgressStyle::with_template(
-            "[finetune] {bar:30} {pos}/{len} iterations · {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("template"),
-    );
-    let mut evaluations = Vec::new();
-    let mut last_checkpoint = latest.clone();
-    for iteration in start_iteration..schedule.iterations {
-        let mut rng = SplitMix64::stream(config.seed, iteration as u64);
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
-        let eval_only = iteration % schedule.eval_every == 0;
-        // A NaN or exploding loss stops the run; the last checkpoint is left as it was.
-        let diverged = |error: Error| match error {
-            Error::NonFinite { what, value, .. } => Error::NonFinite {
-                step: iteration as i64,
-                what,
-                value,
-                checkpoints: run_dir::checkpoints_dir(&run_dir),
-            },
-            other => other,
-        };
-
-        progress.set_message(format!(
-            "iteration {iteration}: {}",
-            if eval_only { "evaluation rollouts" } else { "rollouts" }
-        ));
-        let started = Instant::now();
-        let base_seed = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
-        let round = collect_round(
-            &mut envs,
-            &rldt.actor,
-            rollout.episodes_per_env,
-            (!eval_only).then_some(rollout.exploration_steps.as_slice()),
-            base_seed,
-        )?;
-        let rollout_s = started.elapsed().as_secs_f64();
-        let success_rate = round.successes as f64 / round.episodes.max(1) as f64;
-        let steps_before = env_steps;
-        env_steps += round.env_steps;
-        let phase = if eval_only { "eval" } else { "rollout" };
-        let round_values = [
-            (&format!("{phase}/success_rate") as &str, success_rate),
-            (&format!("{phase}/episodes"), round.episodes as f64),
-            ("rollout/exploration_gap", round.mean_gap),
-            ("rollout/worker_failures", round.worker_failures as f64),
-            ("env_steps", env_steps as f64),
-            ("time/rollout_s", rollout_s),
-        ];
-        metrics.log(iteration as i64, &round_values)?;
-        recorder.set_time(iteration as i64, Some(env_steps as i64));
-        recorder.metrics(&round_values);
-        if recorder.is_on() {
-            // Probe states: chosen once, from the first round (an evaluation on a fresh run).
-            if probes.is_none() && recording.probe_states > 0 && !round.trajectories.is_empty() {
-                let chosen = ProbeStates::from_trajectories(
-                    &round.trajectories,
-                    recording.probe_states,
-                    spec.image_size.max(0) as usize,
-                );
-                chosen.save(&probes_path)?;
-                probes = Some(chosen);
-            }
-            if let (Some(probes), 0) = (&probes, planes.len()) {
-                viz::layout::finetune(&recorder, probes.count, &spec.obs.image_keys);
-            }
-            // A subsample of one episode's frames with the first executed step of each chunk.
-            if let (Some(first), true) = (round.trajectories.first(), recording.rollout_frame_every > 0) {
-                let (a, d) = (spec.action_dim as usize, first.actions.len() / first.chunks.max(1));
-                let frame = (spec.image_size * spec.image_size * 3) as usize;
-                for t in (0..first.chunks).step_by(recording.rollout_frame_every) {
-                    recorder.set_time(
-                        iteration as i64,
-                        Some((steps_before + t * spec.config.exec_horizon as usize) as i64),
-                    );
-                    let cameras: Vec<(&str, &[u8])> = spec
-                        .obs
-                        .image_keys
-                        .iter()
-                        .zip(&first.images)
-                        .map(|(key, images)| (key.as_str(), &images[t * frame..(t + 1) * frame]))
-                        .collect();
-                    recorder.rollout_frame(
-                        &cameras,
-                        spec.image_size as usize,
-                        &first.actions[t * d..t * d + a],
-                        &names,
-                    );
-                }
-                recorder.set_time(iteration as i64, Some(env_steps as i64));
-            }
-        }
-        if eval_only {
-            evaluations.push((iteration, steps_before, success_rate));
-        } else if round.trajectories.is_empty() {
-            eprintln!(
-                "[finetune] iteration {iteration}: no complete trajectory (every worker failed); skipping updates"
-            );
-        } else {
-            let fresh: &[Trajectory] = &round.trajectories;
-            let (mut critic_stats, mut actor_stats): (Vec<CriticStats>, Vec<ActorStats>) = (Vec::new(), Vec::new());
-            let (mut critic_s, mut actor_s) = (0.0, 0.0);
-            for r in 0..schedule.rounds {
-                progress.set_message(format!("iteration {iteration}: round {}/{}", r + 1, schedule.rounds));
-                let want = schedule.critic_batch_trajectories;
-                let n_fresh = if replay.is_empty() {
-                    want
-                } else {
-                    ((want as f64 * schedule.fresh_fraction).round() as usize).min(want)
-                };
-                let mut batch: Vec<&Trajectory> = (0..n_fresh).map(|_| &fresh[rng.below(fresh.len())]).collect();
-                batch.extend(replay.sample_balanced(want - n_fresh, &mut rng));
-                rng.shuffle(&mut batch);
-                let started = Instant::now();
-                for _ in 0..schedule.critic_steps_per_round {
-                    let stats = rldt.critic_step(&batch, config.critic.heads_lr).map_err(diverged)?;
-                    critic_stats.push(stats);
-                }
-                critic_s += started.elapsed().as_secs_f64();
-                if iteration >= schedule.actor_start_iteration {
-                    let started = Instant::now();
-                    for _ in 0..schedule.actor_steps_per_round {
-                        let k = schedule.actor_batch_trajectories.min(batch.len());
-                        let chosen: Vec<&Trajectory> = (0..k).map(|_| batch[rng.below(batch.len())]).collect();
-                        if let Some(stats) = rldt.actor_step(&chosen).map_err(diverged)? {
-                            actor_stats.push(stats);
-                        }
-                    }
-                    actor_s += started.elapsed().as_secs_f64();
-                }
-            }
-            for trajectory in round.trajectories {
-                replay.push(trajectory);
-            }
-            rldt.end_iteration()?;
-            let mut values: Vec<(&str, f64)> = vec![
-                ("critic/td_loss", mean(&critic_stats, |s| s.td_loss)),
-                ("critic/q_mean", mean(&critic_stats, |s| s.q_mean)),
-                ("critic/target_mean", mean(&critic_stats, |s| s.target_mean)),
-                ("critic/next_value_mean", mean(&critic_stats, |s| s.next_value_mean)),
-                ("time/critic_s", critic_s),
-                ("time/actor_s", actor_s),
-                ("replay/trajectories", replay.len() as f64),
-                ("replay/memory_mb", replay.memory_bytes() as f64 / 1e6),
-            ];
-            if !actor_stats.is_empty() {
-                values.extend([
-                    ("actor/loss", mean(&actor_stats, |s| s.loss)),
-                    ("actor/alignment", mean(&actor_stats, |s| s.alignment)),
-                    ("actor/consistency", mean(&actor_stats, |s| s.consistency)),
-                    ("actor/constraint", mean(&actor_stats, |s| s.constraint)),
-                    ("svgd/bandwidth", mean(&actor_stats, |s| s.bandwidth)),
-                    ("svgd/alpha", mean(&actor_stats, |s| s.alpha)),
-                    ("svgd/attraction_norm", mean(&actor_stats, |s| s.attraction_norm)),
-                    ("svgd/repulsion_norm", mean(&actor_stats, |s| s.repulsion_norm)),
-                    ("svgd/field_norm", mean(&actor_stats, |s| s.field_norm)),
-                ]);
-            }
-            metrics.log(iteration as i64, &values)?;
-            recorder.metrics(&values);
-        }
-        // The probes' particles after this iteration's updates (the next iteration reseeds
-        // the RNG, so recording does not change training).
-        if let (true, Some(probes)) = (recorder.is_on(), &probes) {
-            let new_planes = planes.len();
-            let snapshots = rldt.probe_snapshots(probes, &mut planes, recording.q_map_grid);
-            for (i, snap) in snapshots.iter().enumerate() {
-                if i >= new_planes {
-                    recorder.probe_axes(
-                        i,
-                        &planes[i],
-                        Some(&dims3),
-                        &format!(
-                            "A fixed state of the run (`{PROBES_FILE}`), recorded after every iteration's updates."
-                        ),
-                    );
-                    for (camera, key) in spec.obs.image_keys.iter().enumerate() {
-                        recorder.image(&format!("probes/{i}/camera/{key}"), probes.image(camera, i), probes.image_size);
-                    }
-                }
-                recorder.probe(i, snap, &planes[i], Some(&dims3));
-            }
-        }
-        progress.inc(1);
-        let done = iteration + 1;
-        if done % config.checkpoint.every == 0 || done == schedule.iterations {
-            let pending = PendingCheckpoint::begin(&run_dir, done as i64)?;
-            let counters = rldt.save(&pending.path(""))?;
-            let state = serde_json::to_string_pretty(&FinetuneState { iteration: done, env_steps, counters })
-                .expect("state serialises");
-            write_atomic(&pending.path(STATE_FILE), state.as_bytes())?;
-            last_checkpoint = Some(pending.commit(config.checkpoint.keep)?);
-        }
-    }
-    progress.finish();
-    recorder.flush().map_err(|e| run_error(e.to_string()))?;
-    let checkpoint = last_checkpoint.ok_or_else(|| run_error("no checkpoint was written".into()))?;
-    Ok(FinetuneSummary {
+    let envs = VecEnv::new(&sim, config.rollout.envs).map_err(|e| Error::Sim(Box::new(e)))?;
+    Ok(Run {
+        config,
         run_dir,
-        checkpoint,
-        recording: match sink {
-            Sink::File(path) => path,
-            _ => PathBuf::new(),
-        },
-        iterations: schedule.iterations,
-        resumed_from: options.resume.then_some(start_iteration),
+        rldt,
+        envs,
+        metrics,
+        recording,
+        sink,
+        start_iteration,
         env_steps,
-        evaluations,
+        last_checkpoint: latest,
     })
+}
+
+impl Run {
+    /// An atomic checkpoint after `done` iterations, every `checkpoint.every` and after the last.
+    fn checkpoint_if_due(&mut self, done: usize) -> Result<()> {
+        if done % self.config.checkpoint.every != 0 && done != self.config.schedule.iterations {
+            return Ok(());
+        }
+        let pending = PendingCheckpoint::begin(&self.run_dir, done as i64)?;
+        let counters = self.rldt.save(&pending.path(""))?;
+        let state = FinetuneState { iteration: done, env_steps: self.env_steps, counters };
+        let text = serde_json::to_string_pretty(&state).expect("state serialises");
+        write_atomic(&pending.path(STATE_FILE), text.as_bytes())?;
+        self.last_checkpoint = Some(pending.commit(self.config.checkpoint.keep)?);
+        Ok(())
+    }
+
+    fn finish(self, evaluations: Vec<(usize, usize, f64)>, resumed: bool) -> Result<FinetuneSummary> {
+        let run_error = |message: String| Error::RunDir { dir: self.run_dir.clone(), message };
+        self.recording.recorder.flush().map_err(|e| run_error(e.to_string()))?;
+        let checkpoint = self.last_checkpoint.clone().ok_or_else(|| run_error("no checkpoint was written".into()))?;
+        Ok(FinetuneSummary {
+            checkpoint,
+            recording: match &self.sink {
+                Sink::File(path) => path.clone(),
+                _ => PathBuf::new(),
+            },
+            iterations: self.config.schedule.iterations,
+            resumed_from: resumed.then_some(self.start_iteration),
+            env_steps: self.env_steps,
+            evaluations,
+            run_dir: self.run_dir,
+        })
+    }
 }

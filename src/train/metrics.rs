@@ -1,11 +1,13 @@
 //! `metrics.jsonl`: one JSON object per line, keys `<phase>/<name>` plus `step`.
 //! On resume the lines after the checkpoint's step are dropped, so the log reads as one
-//! uninterrupted run.
+//! uninterrupted run. Metric names come from the stats types' serde field names
+//! ([`named`], [`field_means`]): `critic/td_loss` is `CriticStats::td_loss` under `critic`.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{io_at, Result};
@@ -45,13 +47,64 @@ impl MetricsLog {
         Ok(Self { path, file })
     }
 
-    /// Appends `{"step": step, key: value, …}`.
-    pub fn log(&mut self, step: i64, values: &[(&str, f64)]) -> Result<()> {
+    /// Appends `{"step": step, key: value, …}` (a non-finite value as null).
+    pub fn log<K: AsRef<str>>(&mut self, step: i64, values: &[(K, f64)]) -> Result<()> {
         let mut object = Map::new();
         object.insert("step".into(), step.into());
         for (key, value) in values {
-            object.insert((*key).into(), serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number));
+            let value = serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number);
+            object.insert(key.as_ref().into(), value);
         }
         writeln!(self.file, "{}", Value::Object(object)).map_err(io_at(&self.path))
+    }
+}
+
+/// Metric values: (`<phase>/<name>`, value).
+pub type Metrics = Vec<(String, f64)>;
+
+/// The numeric fields of `stats` as `prefix/field` (serde's field names; a non-finite number,
+/// which serde writes as null, is NaN; other fields, and those serde skips, are left out).
+pub fn named<T: Serialize>(prefix: &str, stats: &T) -> Metrics {
+    let Ok(Value::Object(fields)) = serde_json::to_value(stats) else { return Vec::new() };
+    fields
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let number = if value.is_null() { Some(f64::NAN) } else { value.as_f64() };
+            Some((format!("{prefix}/{name}"), number?))
+        })
+        .collect()
+}
+
+/// The field-wise mean of `items` as `prefix/field` metrics (NaN when `items` is empty).
+pub fn field_means<T: Serialize + Default>(prefix: &str, items: &[T]) -> Metrics {
+    let rows: Vec<Metrics> = items.iter().map(|item| named(prefix, item)).collect();
+    named(prefix, &T::default())
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let sum: f64 = rows.iter().map(|row| row[i].1).sum();
+            (name, sum / items.len() as f64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Serialize)]
+    struct Stats {
+        loss: f64,
+        steps: usize,
+        #[serde(skip)]
+        _skipped: f64,
+    }
+
+    #[test]
+    fn names_come_from_the_fields_and_means_from_the_rows() {
+        let rows = [Stats { loss: 1.0, steps: 2, _skipped: 5.0 }, Stats { loss: 2.0, steps: 4, _skipped: 5.0 }];
+        assert_eq!(named("critic", &rows[0]), vec![("critic/loss".into(), 1.0), ("critic/steps".into(), 2.0)]);
+        assert_eq!(field_means("critic", &rows), vec![("critic/loss".into(), 1.5), ("critic/steps".into(), 3.0)]);
+        assert!(field_means::<Stats>("critic", &[]).iter().all(|(_, v)| v.is_nan()));
     }
 }

@@ -1,7 +1,6 @@
 //! Training loops, each written out top to bottom in its own file, and the small pieces they
-//! share: EMA weights, the batch loader thread, the metrics log.
+//! share: the batch loader thread, the metrics log (EMA weights: `optim::ema`).
 
-pub mod ema;
 pub mod finetune;
 pub mod loader;
 pub mod metrics;

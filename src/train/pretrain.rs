@@ -1,4 +1,4 @@
-//! Pretraining a flow policy on Robomimic demonstrations (rldt-algorithm.md §8), top to
+//! Pretraining a flow policy on Robomimic demonstrations (docs/algorithm.md §8), top to
 //! bottom: run directory and resume → data → policy, EMA and optimizer → the step loop
 //! (batch, flow loss, AdamW with warm-up + cosine, EMA) with logging, validation and atomic
 //! checkpoints.
@@ -21,15 +21,16 @@ use rldt_datasets::WindowSpec;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind};
 
-use crate::config::PretrainConfig;
+use crate::config::{PretrainConfig, PretrainSchedule};
+use crate::device::DeviceChoice;
 use crate::error::{io_at, Error, Result};
+use crate::optim::ema::Ema;
 use crate::optim::{warmup_cosine, AdamW};
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::{FlowPolicy, PolicySpec};
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
-use crate::train::ema::Ema;
 use crate::train::loader::{to_device, BatchStream, EpochSampler};
-use crate::train::metrics::MetricsLog;
+use crate::train::metrics::{named, MetricsLog};
 
 pub struct PretrainOptions {
     /// The config to run; on `resume` it must equal the run's own `config.json` (or be None).
@@ -37,6 +38,45 @@ pub struct PretrainOptions {
     pub run_dir: PathBuf,
     pub device: Device,
     pub resume: bool,
+}
+
+/// The flags of `rldt-vision pretrain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PretrainArgs {
+    /// Pretraining config (JSON). Optional with --resume (the run's config.json is used).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Dataset file, overriding `dataset.path` of the config.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Run directory (default runs/<config name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Continue the run in --run-dir from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// libtorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl PretrainArgs {
+    /// The run these flags ask for: the config (with `--dataset` applied), its run directory
+    /// and the device.
+    pub fn options(&self) -> Result<PretrainOptions> {
+        let mut config = self.config.as_deref().map(PretrainConfig::load).transpose()?;
+        if let (Some(config), Some(dataset)) = (config.as_mut(), &self.dataset) {
+            config.dataset.path = dataset.clone();
+        }
+        let run_dir = match (&self.run_dir, &config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(config)) => default_run_dir(config),
+            (None, None) => return Err(Error::Usage("give --config (a new run) or --run-dir (with --resume)".into())),
+        };
+        Ok(PretrainOptions { config, run_dir, device: self.device.resolve()?, resume: self.resume })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +95,20 @@ pub struct PretrainSummary {
     pub last_train_loss: f64,
     pub last_valid_loss: Option<f64>,
     pub dataset_memory_bytes: usize,
+}
+
+/// Metrics of a logging interval (`pretrain/*`): mean flow loss, learning rate, throughput.
+#[derive(Serialize)]
+struct TrainInterval {
+    flow_loss: f64,
+    lr: f64,
+    samples_per_s: f64,
+}
+
+/// The EMA policy's validation loss (`pretrain/valid_flow_loss`).
+#[derive(Serialize)]
+struct Validation {
+    valid_flow_loss: f64,
 }
 
 const TRAINER_FILE: &str = "trainer.json";
@@ -76,62 +130,23 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     let schedule = config.train.clone();
 
     // ---- Data --------------------------------------------------------------------------
-    let file = RobomimicFile::open(&config.dataset.path)?;
-    let train_data = Arc::new(file.load(&config.dataset.obs, &config.dataset.train_demos)?);
-    let valid_data = match &config.dataset.valid_demos {
-        Some(selection) => Some(file.load(&config.dataset.obs, selection)?),
-        None => None,
-    };
-    let image_size = square_image_size(&train_data)?;
+    let (train_data, valid_data, image_size) = load_demos(&config)?;
+    let dataset_memory_bytes = train_data.memory_bytes() + valid_data.as_ref().map_or(0, |d| d.memory_bytes());
     let window_spec = WindowSpec {
         obs_horizon: config.policy.obs_horizon as usize,
         pred_horizon: config.policy.pred_horizon as usize,
     };
-    let dataset_memory_bytes = train_data.memory_bytes() + valid_data.as_ref().map_or(0, |d| d.memory_bytes());
-    eprintln!(
-        "[pretrain] {}: {} train demos ({} steps){}, {:.1} MB in memory",
-        config.dataset.path.display(),
-        train_data.episodes.len(),
-        train_data.num_steps(),
-        valid_data.as_ref().map_or(String::new(), |v| format!(", {} valid demos", v.episodes.len())),
-        dataset_memory_bytes as f64 / 1e6
-    );
 
     // ---- Policy, EMA, optimizer (restored on resume) -------------------------------------
+    // A resumed run keeps its checkpoint's spec (architecture and statistics).
     let spec = match &latest {
         Some(dir) if options.resume => checkpoint::read_spec(dir)?,
-        _ => PolicySpec {
-            config: config.policy.clone(),
-            obs: config.dataset.obs.clone(),
-            image_size,
-            proprio_dim: train_data.proprio_dim() as i64,
-            action_dim: train_data.action_dim as i64,
-            stats: DatasetStats::of(&train_data),
-        },
+        _ => PolicySpec::new(config.policy.clone(), config.dataset.obs.clone(), image_size, &train_data),
     };
     tch::manual_seed(step_seed(config.seed, -1));
-    let mut vs = nn::VarStore::new(options.device);
-    let policy = FlowPolicy::new(&vs.root(), spec.clone())?;
-    let mut ema_vs = nn::VarStore::new(options.device);
-    let ema_policy = FlowPolicy::new(&ema_vs.root(), spec.clone())?;
-    let [beta1, beta2] = schedule.betas;
-    let mut optimizer = AdamW::new(&vs, beta1, beta2, schedule.eps, schedule.weight_decay);
-    let mut start_step = 0;
-    if let (true, Some(dir)) = (options.resume, &latest) {
-        checkpoint::load_weights(&mut vs, &dir.join(Weights::Online.file()))?;
-        let trainer_path = dir.join(TRAINER_FILE);
-        let text = std::fs::read_to_string(&trainer_path).map_err(io_at(&trainer_path))?;
-        let state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", trainer_path.display())))?;
-        optimizer.load(&dir.join(OPTIMIZER_FILE), state.step)?;
-        start_step = state.step;
-    }
-    let mut ema = Ema::new(&vs, &mut ema_vs, schedule.ema_decay)
-        .map_err(|source| Error::Tch { path: run_dir.clone(), source })?;
-    if let (true, Some(dir)) = (options.resume, &latest) {
-        checkpoint::load_weights(&mut ema_vs, &dir.join(Weights::Ema.file()))?;
-        eprintln!("[pretrain] resuming {} at step {start_step}", dir.display());
-    }
+    let resume_from = latest.as_deref().filter(|_| options.resume);
+    let Networks { vs, policy, ema_vs, ema_policy, mut ema, mut optimizer, start_step } =
+        networks(&spec, &schedule, options.device, resume_from)?;
 
     // ---- Run files -----------------------------------------------------------------------
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
@@ -186,45 +201,21 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
             let seconds = interval_start.elapsed().as_secs_f64();
             let samples_per_s = (interval_steps * schedule.batch_size) as f64 / seconds.max(1e-9);
             last_train_loss = interval_loss / interval_steps as f64;
-            metrics.log(
-                done,
-                &[
-                    ("pretrain/flow_loss", last_train_loss),
-                    ("pretrain/lr", lr),
-                    ("pretrain/samples_per_s", samples_per_s),
-                ],
-            )?;
+            metrics.log(done, &named("pretrain", &TrainInterval { flow_loss: last_train_loss, lr, samples_per_s }))?;
             progress.set_message(format!("loss {last_train_loss:.4} · {samples_per_s:.0} samples/s"));
             (interval_loss, interval_steps, interval_start) = (0.0, 0, Instant::now());
         }
         if let Some(valid) = &valid_data {
             if done % schedule.valid_every == 0 || done == schedule.steps {
                 let value = validation_loss(&ema_policy, valid, &spec.stats, &window_spec, &config, options.device);
-                metrics.log(done, &[("pretrain/valid_flow_loss", value)])?;
+                metrics.log(done, &named("pretrain", &Validation { valid_flow_loss: value }))?;
                 last_valid_loss = Some(value);
             }
         }
         if done % schedule.checkpoint_every == 0 || done == schedule.steps {
-            if let Some(name) = first_non_finite(&vs) {
-                progress.abandon();
-                return Err(Error::NonFinite {
-                    step: done,
-                    what: format!("weight `{name}`"),
-                    value: f64::NAN,
-                    checkpoints: run_dir::checkpoints_dir(&run_dir),
-                });
-            }
-            let pending = PendingCheckpoint::begin(&run_dir, done)?;
-            write_atomic(
-                &pending.path(checkpoint::SPEC_FILE),
-                serde_json::to_string_pretty(&spec).expect("spec serialises").as_bytes(),
-            )?;
-            checkpoint::save_weights(&vs, &pending.path(Weights::Online.file()))?;
-            checkpoint::save_weights(&ema_vs, &pending.path(Weights::Ema.file()))?;
-            optimizer.save(&pending.path(OPTIMIZER_FILE))?;
-            let state = serde_json::to_string(&TrainerState { step: done }).expect("state serialises");
-            write_atomic(&pending.path(TRAINER_FILE), state.as_bytes())?;
-            last_checkpoint = Some(pending.commit(schedule.keep_checkpoints)?);
+            let networks = (&spec, &vs, &ema_vs, &optimizer);
+            let written = write_checkpoint(&run_dir, done, networks, schedule.keep_checkpoints);
+            last_checkpoint = Some(written.inspect_err(|_| progress.abandon())?);
         }
     }
     progress.finish();
@@ -238,6 +229,97 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
         last_valid_loss,
         dataset_memory_bytes,
     })
+}
+
+/// The online policy, its EMA copy (own VarStore, same names) and AdamW; restored from a
+/// checkpoint when resuming, with the step to continue at.
+struct Networks {
+    vs: nn::VarStore,
+    policy: FlowPolicy,
+    ema_vs: nn::VarStore,
+    ema_policy: FlowPolicy,
+    ema: Ema,
+    optimizer: AdamW,
+    start_step: i64,
+}
+
+/// Builds [`Networks`] (random initialisation from libtorch's current RNG state, then the
+/// checkpoint's weights and optimizer state when `resume_from` is given).
+fn networks(
+    spec: &PolicySpec,
+    schedule: &PretrainSchedule,
+    device: Device,
+    resume_from: Option<&Path>,
+) -> Result<Networks> {
+    let mut vs = nn::VarStore::new(device);
+    let policy = FlowPolicy::new(&vs.root(), spec.clone())?;
+    let mut ema_vs = nn::VarStore::new(device);
+    let ema_policy = FlowPolicy::new(&ema_vs.root(), spec.clone())?;
+    let [beta1, beta2] = schedule.betas;
+    let mut optimizer = AdamW::new(&vs, beta1, beta2, schedule.eps, schedule.weight_decay);
+    let mut start_step = 0;
+    if let Some(dir) = resume_from {
+        checkpoint::load_weights(&mut vs, &dir.join(Weights::Online.file()))?;
+        let trainer_path = dir.join(TRAINER_FILE);
+        let text = std::fs::read_to_string(&trainer_path).map_err(io_at(&trainer_path))?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| Error::RunDir { dir: dir.into(), message: format!("{}: {e}", trainer_path.display()) })?;
+        optimizer.load(&dir.join(OPTIMIZER_FILE), state.step)?;
+        start_step = state.step;
+    }
+    let ema =
+        Ema::new(&vs, &mut ema_vs, schedule.ema_decay).map_err(|source| Error::Tch { path: "ema".into(), source })?;
+    if let Some(dir) = resume_from {
+        checkpoint::load_weights(&mut ema_vs, &dir.join(Weights::Ema.file()))?;
+        eprintln!("[pretrain] resuming {} at step {start_step}", dir.display());
+    }
+    Ok(Networks { vs, policy, ema_vs, ema_policy, ema, optimizer, start_step })
+}
+
+/// The config's training demos (shared with the loader thread), its validation demos and
+/// the cameras' common side, announced on stderr.
+fn load_demos(config: &PretrainConfig) -> Result<(Arc<RobomimicDataset>, Option<RobomimicDataset>, i64)> {
+    let file = RobomimicFile::open(&config.dataset.path)?;
+    let train_data = Arc::new(file.load(&config.dataset.obs, &config.dataset.train_demos)?);
+    let valid_data = match &config.dataset.valid_demos {
+        Some(selection) => Some(file.load(&config.dataset.obs, selection)?),
+        None => None,
+    };
+    let image_size = square_image_size(&train_data)?;
+    let memory_bytes = train_data.memory_bytes() + valid_data.as_ref().map_or(0, |d| d.memory_bytes());
+    eprintln!(
+        "[pretrain] {}: {} train demos ({} steps){}, {:.1} MB in memory",
+        config.dataset.path.display(),
+        train_data.episodes.len(),
+        train_data.num_steps(),
+        valid_data.as_ref().map_or(String::new(), |v| format!(", {} valid demos", v.episodes.len())),
+        memory_bytes as f64 / 1e6
+    );
+    Ok((train_data, valid_data, image_size))
+}
+
+/// An atomic checkpoint after `done` steps: the spec, online and EMA weights, the optimizer
+/// and the step count; keeps the newest `keep`. Non-finite weights are never saved: they stop
+/// the run with the variable named, the last checkpoint intact.
+fn write_checkpoint(
+    run_dir: &Path,
+    done: i64,
+    (spec, vs, ema_vs, optimizer): (&PolicySpec, &nn::VarStore, &nn::VarStore, &AdamW),
+    keep: usize,
+) -> Result<PathBuf> {
+    if let Some(name) = first_non_finite(vs) {
+        let checkpoints = run_dir::checkpoints_dir(run_dir);
+        return Err(Error::NonFinite { step: done, what: format!("weight `{name}`"), value: f64::NAN, checkpoints });
+    }
+    let pending = PendingCheckpoint::begin(run_dir, done)?;
+    let spec_json = serde_json::to_string_pretty(spec).expect("spec serialises");
+    write_atomic(&pending.path(checkpoint::SPEC_FILE), spec_json.as_bytes())?;
+    checkpoint::save_weights(vs, &pending.path(Weights::Online.file()))?;
+    checkpoint::save_weights(ema_vs, &pending.path(Weights::Ema.file()))?;
+    optimizer.save(&pending.path(OPTIMIZER_FILE))?;
+    let state = serde_json::to_string(&TrainerState { step: done }).expect("state serialises");
+    write_atomic(&pending.path(TRAINER_FILE), state.as_bytes())?;
+    pending.commit(keep)
 }
 
 /// The name of the first variable holding NaN or ±inf, if any: such weights are never saved.

@@ -12,7 +12,9 @@
 //!
 //! A `Recorder` that is off does nothing, so training code calls it unconditionally.
 
+pub mod finetune;
 pub mod particles;
+pub mod probe;
 pub mod viewer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,23 @@ pub enum Sink {
     /// A running viewer at this gRPC proxy URL (`rerun+http://127.0.0.1:9876/proxy`) or
     /// host:port.
     Connect(String),
+}
+
+impl Sink {
+    /// The sink of the flags `--viewer spawn | connect [ADDR]` and `--no-record`; `None` =
+    /// the run's default file.
+    pub fn from_flags(viewer: &[String], no_record: bool) -> Result<Option<Sink>, String> {
+        Ok(match (no_record, viewer) {
+            (true, _) => Some(Sink::Off),
+            (false, []) => None,
+            (false, [mode]) if mode == "spawn" => Some(Sink::Spawn),
+            (false, [mode]) if mode == "connect" => Some(Sink::Connect("127.0.0.1:9876".into())),
+            (false, [mode, address]) if mode == "connect" => Some(Sink::Connect(address.clone())),
+            (false, other) => {
+                return Err(format!("--viewer: expected `spawn` or `connect [ADDR]`, got {:?}", other.join(" ")))
+            }
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +125,10 @@ impl Recorder {
     }
 
     /// Every value as a scalar series `metrics/<key>` (non-finite values are skipped).
-    pub fn metrics(&self, values: &[(&str, f64)]) {
+    pub fn metrics<K: AsRef<str>>(&self, values: &[(K, f64)]) {
         if let Some(rec) = &self.stream {
             for (key, value) in values.iter().filter(|(_, v)| v.is_finite()) {
-                let _ = rec.log(format!("metrics/{key}"), &rerun::Scalars::single(*value));
+                let _ = rec.log(format!("metrics/{}", key.as_ref()), &rerun::Scalars::single(*value));
             }
         }
     }

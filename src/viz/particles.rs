@@ -1,7 +1,7 @@
 //! A probe state's particles in the recording (entity `probes/<i>/…`), in two views:
 //! - `actions_3d`: three chosen numbers of the action chunk (default the first executed
 //!   step's end-effector dx, dy, dz), when the chunk has ≥ 3 numbers;
-//! - `actions_2d`: the probe's fixed plane (`rl::probe::PlaneView`, e.g. PCA of its first
+//! - `actions_2d`: the probe's fixed plane (`viz::probe::PlaneView`, e.g. PCA of its first
 //!   particles), with the Q map on that plane when one was computed.
 //!
 //! In each view: `chains` (x_0..x_K as line strips), `denoising` (x_k as points on the
@@ -13,7 +13,7 @@
 use rerun::{Arrows2D, Arrows3D, Color, LineStrips2D, LineStrips3D, Points2D, Points3D, Scalars};
 
 use super::Recorder;
-use crate::rl::probe::{ParticleSnapshot, PlaneView};
+use crate::viz::probe::{ParticleSnapshot, PlaneView};
 
 /// Which three action numbers the 3-D view shows, with their names.
 #[derive(Debug, Clone)]

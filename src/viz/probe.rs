@@ -1,5 +1,5 @@
 //! Probe states: what the SVGD transport looks like at one state, as plain numbers for the
-//! recordings of `viz` (rldt-algorithm.md §4). A snapshot holds the P particle chains
+//! recordings of `viz` (docs/algorithm.md §4). A snapshot holds the P particle chains
 //! x_0..x_K, the query points a†, the final particles a_j, the field φ at the queries split
 //! into attraction and repulsion, Q at the particles, and optionally Q on a 2-D grid around
 //! them. Fixed view axes per probe (chosen once, from its first particles) keep snapshots of
@@ -9,10 +9,12 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use super::actor::{particle_field, ActorObjective};
-use super::replay::Trajectory;
 use crate::error::{Error, Result};
+use crate::policy::frames::Frames;
 use crate::policy::{FlowPolicy, ObsBatch};
+use crate::rl::actor::{particle_field, ActorObjective};
+use crate::rl::rldt::Rldt;
+use crate::rl::trajectory::Trajectory;
 
 /// The fixed probe states of a run: N observations taken from the first evaluation's
 /// trajectories (state i: trajectory i mod n, at i/N of its length). Saved in the run
@@ -20,29 +22,21 @@ use crate::policy::{FlowPolicy, ObsBatch};
 #[derive(Debug, Clone)]
 pub struct ProbeStates {
     pub count: usize,
-    pub image_size: usize,
-    /// Per camera: [N, H, W, 3] u8.
-    pub images: Vec<Vec<u8>>,
-    /// [N, P] normalised proprio.
-    pub proprio: Vec<f32>,
+    pub frames: Frames,
 }
 
 impl ProbeStates {
-    pub fn from_trajectories(trajectories: &[Trajectory], count: usize, image_size: usize) -> Self {
-        let cameras = trajectories.first().map_or(0, |t| t.images.len());
-        let frame = image_size * image_size * 3;
-        let mut probes = Self { count: 0, image_size, images: vec![Vec::new(); cameras], proprio: Vec::new() };
+    pub fn from_trajectories(trajectories: &[&Trajectory], count: usize) -> Self {
+        let mut frames = trajectories.first().map(|t| t.frames.clone()).unwrap_or_default();
+        frames.images.iter_mut().for_each(Vec::clear);
+        frames.proprio.clear();
+        let mut probes = Self { count: 0, frames };
         if trajectories.is_empty() {
             return probes;
         }
         for i in 0..count {
-            let trajectory = &trajectories[i % trajectories.len()];
-            let p = trajectory.proprio.len() / (trajectory.chunks + 1);
-            let t = trajectory.chunks * i / count.max(1);
-            for (camera, images) in probes.images.iter_mut().enumerate() {
-                images.extend_from_slice(&trajectory.images[camera][t * frame..(t + 1) * frame]);
-            }
-            probes.proprio.extend_from_slice(&trajectory.proprio[t * p..(t + 1) * p]);
+            let trajectory = trajectories[i % trajectories.len()];
+            probes.frames.push_from(&trajectory.frames, trajectory.chunks * i / count.max(1));
             probes.count += 1;
         }
         probes
@@ -50,27 +44,23 @@ impl ProbeStates {
 
     /// The camera image [H, W, 3] of probe `i`.
     pub fn image(&self, camera: usize, i: usize) -> &[u8] {
-        let frame = self.image_size * self.image_size * 3;
-        &self.images[camera][i * frame..(i + 1) * frame]
+        self.frames.image(camera, i)
     }
 
     /// The states as a batch (B = N, history 1) on `device`.
     pub fn obs(&self, device: tch::Device) -> ObsBatch {
-        let (n, s) = (self.count as i64, self.image_size as i64);
-        ObsBatch {
-            images: self.images.iter().map(|i| Tensor::from_slice(i).view([n, 1, s, s, 3]).to_device(device)).collect(),
-            proprio: Tensor::from_slice(&self.proprio).view([n, 1, -1]).to_device(device),
-        }
+        let pairs: Vec<(&Frames, usize)> = (0..self.count).map(|i| (&self.frames, i)).collect();
+        Frames::batch(&pairs, device)
     }
 
     /// Writes `probes.safetensors` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = vec![
-            ("proprio".to_owned(), Tensor::from_slice(&self.proprio).view([self.count as i64, -1])),
-            ("image_size".to_owned(), Tensor::from_slice(&[self.image_size as i64])),
+            ("proprio".to_owned(), Tensor::from_slice(&self.frames.proprio).view([self.count as i64, -1])),
+            ("image_size".to_owned(), Tensor::from_slice(&[self.frames.image_size as i64])),
         ];
-        let s = self.image_size as i64;
-        for (camera, images) in self.images.iter().enumerate() {
+        let s = self.frames.image_size as i64;
+        for (camera, images) in self.frames.images.iter().enumerate() {
             tensors.push((format!("camera_{camera}"), Tensor::from_slice(images).view([self.count as i64, s, s, 3])));
         }
         let tmp = path.with_extension("safetensors.tmp");
@@ -94,7 +84,9 @@ impl ProbeStates {
         while let Ok(t) = get(&format!("camera_{}", images.len())) {
             images.push(Vec::<u8>::try_from(&t.contiguous().view([-1])).expect("u8"));
         }
-        Ok(Self { count, image_size, images, proprio: Vec::try_from(&proprio.contiguous().view([-1])).expect("float") })
+        let proprio_dim = proprio.size()[1] as usize;
+        let proprio = Vec::try_from(&proprio.contiguous().view([-1])).expect("float");
+        Ok(Self { count, frames: Frames { image_size, proprio_dim, images, proprio } })
     }
 }
 
@@ -261,6 +253,38 @@ pub fn snapshot(
         q: to_vec(&q),
         q_map: None,
     }
+}
+
+/// Particle snapshots of the probe states with the current actor and critic (for the
+/// recording). `planes` holds one view per probe; missing ones are fixed now, from
+/// these particles. Uses the global RNG (call it where that does not matter).
+pub fn probe_snapshots(
+    rldt: &Rldt,
+    probes: &ProbeStates,
+    planes: &mut Vec<PlaneView>,
+    q_map_grid: usize,
+) -> Vec<ParticleSnapshot> {
+    let obs = probes.obs(rldt.device());
+    let (cond, features) = tch::no_grad(|| (rldt.actor.condition(&obs, false), rldt.critic.features(&obs, false)));
+    let objective = &rldt.actor_settings.objective;
+    (0..probes.count)
+        .map(|i| {
+            let cond_i = cond.narrow(0, i as i64, 1);
+            let features_i = features.narrow(0, i as i64, 1);
+            let rows = |a: &Tensor| features_i.expand([a.size()[0], -1], false);
+            let q_grad = |a: &Tensor| rldt.q_gradient(&rows(a), a);
+            let q_value = |a: &Tensor| rldt.q_value(&rows(a), a);
+            let mut snap = snapshot(&rldt.actor, &cond_i, &q_grad, &q_value, objective);
+            if planes.len() <= i {
+                let d = snap.numbers as i64;
+                planes.push(PlaneView::principal(&Tensor::from_slice(&snap.endpoints).view([-1, d])));
+            }
+            if q_map_grid > 0 {
+                snap.q_map = Some(q_map(&planes[i], q_map_grid, &q_value, rldt.device()));
+            }
+            snap
+        })
+        .collect()
 }
 
 #[cfg(test)]

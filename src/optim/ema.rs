@@ -1,5 +1,5 @@
 //! Exponential moving average of weights: after every optimizer step
-//!   θ_ema ← d·θ_ema + (1 − d)·θ        (paper: d = 0.995, rldt-algorithm.md §8).
+//!   θ_ema ← d·θ_ema + (1 − d)·θ        (paper: d = 0.995, docs/algorithm.md §8).
 //! The EMA weights live in their own VarStore (same variable names as the online one), so
 //! they are saved, loaded and evaluated like any policy.
 

@@ -17,10 +17,10 @@ use rldt_encoders::{Augmentation, BackboneConfig, EncoderConfig};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::actor::{actor_objective, ActorObjective, BandwidthKind, FieldKind};
-use super::probe::{q_map, snapshot, PlaneView};
 use crate::optim::{warmup_cosine, AdamW};
 use crate::policy::{FlowPolicy, ObsBatch, PolicyConfig, PolicySpec, VelocityHeadConfig};
+use crate::rl::actor::{actor_objective, ActorObjective, BandwidthKind, FieldKind};
+use crate::viz::probe::{q_map, snapshot, PlaneView};
 use crate::viz::Recorder;
 
 pub const PEAKS: [[f64; 2]; 2] = [[-0.5, 0.45], [0.5, 0.45]];
@@ -72,53 +72,63 @@ impl ToyReport {
     }
 }
 
+/// One toy run's settings; the command line's `rldt-vision toy` flags are these fields (the
+/// field and the seed come from its `--fields` and `--seeds` lists).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ToyOptions {
+    #[arg(skip = FieldKind::Svgd)]
     pub field: FieldKind,
+    #[arg(skip)]
     pub seed: i64,
+    /// Flow-matching steps on the bimodal data before the RLDT steps.
+    #[arg(long, default_value_t = 1500)]
     pub pretrain_steps: i64,
+    #[arg(long, default_value_t = 300)]
     pub actor_steps: i64,
+    #[arg(long, default_value_t = 1e-3)]
     pub actor_lr: f64,
-    /// v_ref ← current policy every this many actor steps (the paper's per-iteration reset);
-    /// 0 keeps the pretrained policy as the frozen reference.
+    /// Reset v_ref to the current policy every N actor steps (the paper's per-iteration
+    /// reset); 0 keeps the pretrained policy as the frozen reference.
+    #[arg(long, default_value_t = 10)]
     pub reference_every: i64,
+    #[arg(skip = 16i64)]
     pub states_per_step: i64,
+    #[arg(skip = 2000i64)]
     pub samples: i64,
     /// α(s) = scale × mean ‖∇Q‖ (paper: 0.001).
+    #[arg(long, default_value_t = 0.001)]
     pub temperature_scale: f64,
     /// Loss weights (paper: 0.5 and 0.2).
+    #[arg(long, default_value_t = 0.5)]
     pub consistency_weight: f64,
+    #[arg(long, default_value_t = 0.2)]
     pub constraint_weight: f64,
     /// A fixed kernel bandwidth h instead of the median rule.
+    #[arg(long)]
     pub fixed_bandwidth: Option<f64>,
-    /// Steps k at which a† is queried (paper: all of 0..K − 1).
+    /// Denoising steps k at which a† is queried (paper: all, 0..7).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
     pub query_steps: Vec<i64>,
     /// Particle chains per state (paper: 8).
+    #[arg(long, default_value_t = 8)]
     pub particles: i64,
     /// Snapshot the particles every this many actor steps (for the recording). The global
     /// RNG is reseeded after each snapshot point whether recording or not, so a run gives
     /// the same samples with recording on and off.
+    #[arg(long, default_value_t = 10)]
     pub record_every: i64,
 }
 
 impl ToyOptions {
+    /// The defaults of the command line (the paper's settings where it has them).
     pub fn new(field: FieldKind, seed: i64) -> Self {
-        Self {
-            field,
-            seed,
-            pretrain_steps: 1500,
-            actor_steps: 300,
-            actor_lr: 1e-3,
-            reference_every: 10,
-            states_per_step: 16,
-            samples: 2000,
-            temperature_scale: 0.001,
-            consistency_weight: 0.5,
-            constraint_weight: 0.2,
-            fixed_bandwidth: None,
-            query_steps: (0..8).collect(),
-            particles: 8,
-            record_every: 10,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: ToyOptions,
         }
+        let defaults = <Defaults as clap::Parser>::parse_from(["toy"]).options;
+        Self { field, seed, ..defaults }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 //! plus the learning-rate schedule of pretraining: linear warm-up, then cosine to `min_lr`.
 
+pub mod ema;
+
 use std::path::Path;
 
 use tch::{nn, Tensor};
