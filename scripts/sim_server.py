@@ -8,7 +8,10 @@ logs and tracebacks go to stderr, whose tail the Rust side reports when a worker
 Requests (one JSON object per line) and replies ({"ok": true, ...} or {"ok": false, "error"}):
   init   {env_args, cameras, image_size, stop_on_success, horizon}
          -> {protocol, action_dim, lowdim_dims, state_dim, env_name}
-  reset  {seed} -> {obs}                  np.random.seed(seed) alone decides the episode
+  reset  {seed} -> {obs}                  the seed alone decides the episode's start: the
+                                          simulator state saved after the env was built
+                                          (construction and first reset seeded with 0) is
+                                          restored, then np.random.seed(seed), env.reset()
   step   {actions: [[A]*n], render: "last"|"every", record_states, expert: null}
   expert {n, render, record_states, noise, noise_seed}
          -> {obs (after the last executed step), frames (every step, when render="every"),
@@ -53,10 +56,17 @@ class Worker:
         self.stop_on_success = bool(msg["stop_on_success"])
         self.horizon = int(msg["horizon"])
         started = time.time()
+        # robosuite places objects from the global numpy RNG while it builds and first resets
+        # the env; with hard_reset=False later resets keep traces of the state before them
+        # (the cube's height differed by ~0.4 mm). Seeding the construction and restoring the
+        # state saved here before every reset makes an episode's start a function of its
+        # seed alone, whatever the worker ran before.
+        np.random.seed(0)
         self.env = make_env(self.env_args, self.cameras, self.size)
         task = msg.get("task")
         self.expert_cls = EXPERTS.get(task)
         obs = self.env.reset()
+        self.initial_state = self.env.sim.get_state().flatten()
         from rldt_sim.env import lowdim
 
         dims = {k: int(v.shape[0]) for k, v in lowdim(obs).items()}
@@ -79,6 +89,8 @@ class Worker:
         return out
 
     def reset(self, msg):
+        self.env.sim.set_state_from_flattened(self.initial_state)
+        self.env.sim.forward()
         self.np.random.seed(int(msg["seed"]) % (2**32))
         obs = self.env.reset()
         self.t = 0

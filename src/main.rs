@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     rldt_vision::host_memory::keep_freed_memory();
     match Cli::parse().command {
         Command::Pretrain(args) => {
-            let threads = set_threads(args.threads);
+            let threads = set_threads(args.run.threads);
             let options = args.options()?;
             announce("pretrain", options.device, threads, &options.run_dir);
             let summary = rldt_vision::train::pretrain::pretrain(options)?;
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Finetune(args) => {
-            let threads = set_threads(args.threads);
+            let threads = set_threads(args.run.threads);
             let options = args.options()?;
             announce("finetune", options.device, threads, &options.run_dir);
             let to_file = options.recording.is_none();

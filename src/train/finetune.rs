@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::config::finetune::{FinetuneConfig, ScheduleSettings};
-use crate::device::DeviceChoice;
 use crate::error::{io_at, Error, Result};
 use crate::policy::checkpoint;
 use crate::rl::actor::ActorStats;
@@ -44,6 +43,7 @@ use crate::rl::trajectory::Trajectory;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 use crate::sim::{SimConfig, Task, VecEnv};
 use crate::train::metrics::{field_means, named, Metrics, MetricsLog};
+use crate::train::RunFlags;
 use crate::viz::finetune::FinetuneRecording;
 use crate::viz::{self, Recorder, Sink};
 
@@ -68,17 +68,8 @@ pub struct FinetuneArgs {
     /// Pretraining run or checkpoint directory, overriding the config's `pretrained`.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
-    /// Run directory (default runs/<config name>).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its latest checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// libtorch threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
     /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file in
     /// the run directory.
@@ -96,7 +87,7 @@ impl FinetuneArgs {
     pub fn options(&self) -> Result<FinetuneOptions> {
         let recording = Sink::from_flags(&self.viewer, self.no_record).map_err(Error::Usage)?;
         let path = self.config.clone().unwrap_or_else(|| format!("configs/finetune/{}.json", self.task.name()).into());
-        let config = if self.resume && self.run_dir.is_some() {
+        let config = if self.run.resume && self.run.run_dir.is_some() {
             None
         } else {
             let mut config = FinetuneConfig::load(&path)?;
@@ -110,8 +101,8 @@ impl FinetuneArgs {
             Some(config)
         };
         let name = config.as_ref().map_or("finetune", |c| c.name.as_str());
-        let run_dir = self.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
-        Ok(FinetuneOptions { config, run_dir, device: self.device.resolve()?, resume: self.resume, recording })
+        let run_dir = self.run.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+        Ok(FinetuneOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume, recording })
     }
 }
 

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind};
 
 use crate::config::{PretrainConfig, PretrainSchedule};
-use crate::device::DeviceChoice;
 use crate::error::{io_at, Error, Result};
 use crate::optim::ema::Ema;
 use crate::optim::{warmup_cosine, AdamW};
@@ -31,6 +30,7 @@ use crate::policy::{FlowPolicy, PolicySpec};
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 use crate::train::loader::{to_device, BatchStream, EpochSampler};
 use crate::train::metrics::{named, MetricsLog};
+use crate::train::RunFlags;
 
 pub struct PretrainOptions {
     /// The config to run; on `resume` it must equal the run's own `config.json` (or be None).
@@ -49,17 +49,8 @@ pub struct PretrainArgs {
     /// Dataset file, overriding `dataset.path` of the config.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// Run directory (default runs/<config name>).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Continue the run in --run-dir from its latest checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    /// libtorch threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 impl PretrainArgs {
@@ -70,12 +61,12 @@ impl PretrainArgs {
         if let (Some(config), Some(dataset)) = (config.as_mut(), &self.dataset) {
             config.dataset.path = dataset.clone();
         }
-        let run_dir = match (&self.run_dir, &config) {
+        let run_dir = match (&self.run.run_dir, &config) {
             (Some(dir), _) => dir.clone(),
             (None, Some(config)) => default_run_dir(config),
             (None, None) => return Err(Error::Usage("give --config (a new run) or --run-dir (with --resume)".into())),
         };
-        Ok(PretrainOptions { config, run_dir, device: self.device.resolve()?, resume: self.resume })
+        Ok(PretrainOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume })
     }
 }
 
