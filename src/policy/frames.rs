@@ -26,11 +26,12 @@ pub struct Frames {
 impl Frames {
     /// No frames yet, shaped for `spec`'s cameras and proprio.
     pub fn new(spec: &PolicySpec) -> Self {
-        Self::with_shape(spec.obs.image_keys.len(), spec.image_size.max(0) as usize, spec.proprio_dim as usize)
-    }
-
-    pub fn with_shape(cameras: usize, image_size: usize, proprio_dim: usize) -> Self {
-        Self { image_size, proprio_dim, images: vec![Vec::new(); cameras], proprio: Vec::new() }
+        Self {
+            image_size: spec.image_size.max(0) as usize,
+            proprio_dim: spec.proprio_dim as usize,
+            images: vec![Vec::new(); spec.obs.image_keys.len()],
+            proprio: Vec::new(),
+        }
     }
 
     /// Appends one observation through the policy's pixel and normalisation path; errors
@@ -53,19 +54,6 @@ impl Frames {
 
     fn image_bytes(&self) -> usize {
         self.image_size * self.image_size * 3
-    }
-
-    /// Frames held.
-    pub fn len(&self) -> usize {
-        if self.proprio_dim > 0 {
-            self.proprio.len() / self.proprio_dim
-        } else {
-            self.images.first().map_or(0, |i| i.len() / self.image_bytes().max(1))
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Camera `camera`'s image of frame `t`: [H, W, 3] u8.

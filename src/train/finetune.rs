@@ -137,6 +137,12 @@ struct RoundStats {
     episodes: usize,
 }
 
+impl RoundStats {
+    fn of(round: &RoundOutcome) -> Self {
+        Self { success_rate: round.successes as f64 / round.episodes.max(1) as f64, episodes: round.episodes }
+    }
+}
+
 /// How the rollouts went (`rollout/*`).
 #[derive(Debug, Default, Serialize)]
 struct RolloutHealth {
@@ -212,9 +218,8 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         let rollout_s = started.elapsed().as_secs_f64();
         let steps_before = run.env_steps;
         run.env_steps += round.env_steps;
-        let success_rate = round.successes as f64 / round.episodes.max(1) as f64;
         if eval_only {
-            evaluations.push((iteration, steps_before, success_rate));
+            evaluations.push((iteration, steps_before, RoundStats::of(&round).success_rate));
         }
 
         // 2. Critic and actor updates on fresh + replayed trajectories.
