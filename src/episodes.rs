@@ -76,6 +76,9 @@ pub struct Running<S> {
     pub steps: usize,
     /// Whether any step so far succeeded.
     pub success: bool,
+    /// Steps up to and including the first successful one (the episode's length under
+    /// stop-on-success), once a step succeeded.
+    pub steps_to_success: Option<usize>,
     /// What the sink records for this episode.
     pub record: S,
 }
@@ -101,6 +104,8 @@ impl Decision<()> {
 pub struct Ending {
     pub steps: usize,
     pub success: bool,
+    /// Steps up to and including the first successful one (None: no success).
+    pub steps_to_success: Option<usize>,
 }
 
 /// Where episodes go. `Record` is what one episode accumulates; `Extra` what the actor returns
@@ -172,7 +177,8 @@ where
             for (worker, (id, first)) in starting.into_iter().zip(firsts).enumerate() {
                 if let (Some(id), Some(obs)) = (id, first) {
                     let record = sink.start(id, &obs, envs)?;
-                    running[worker] = Some(Running { id, obs, steps: 0, success: false, record });
+                    running[worker] =
+                        Some(Running { id, obs, steps: 0, success: false, steps_to_success: None, record });
                 }
             }
         }
@@ -209,11 +215,14 @@ where
                     let episode = running[worker].take().expect("a stepped worker runs an episode");
                     tally.episodes += 1;
                     tally.worker_failures += 1;
-                    let ending = Ending { steps: episode.steps, success: false };
+                    let ending = Ending { steps: episode.steps, success: false, steps_to_success: None };
                     sink.failed(episode.id, ending, &error)?;
                 }
                 StepResult::Ok(outcome) => {
                     let episode = running[worker].as_mut().expect("a stepped worker runs an episode");
+                    if let (None, Some(i)) = (episode.steps_to_success, outcome.successes.iter().position(|&s| s)) {
+                        episode.steps_to_success = Some(episode.steps + i + 1);
+                    }
                     episode.steps += outcome.actions.len();
                     episode.success |= outcome.successes.iter().any(|&s| s);
                     tally.env_steps += outcome.actions.len();
@@ -224,7 +233,11 @@ where
                         let episode = running[worker].take().expect("running");
                         tally.episodes += 1;
                         tally.successes += episode.success as usize;
-                        let ending = Ending { steps: episode.steps, success: episode.success };
+                        let ending = Ending {
+                            steps: episode.steps,
+                            success: episode.success,
+                            steps_to_success: episode.steps_to_success,
+                        };
                         sink.finish(episode.id, episode.record, ending)?;
                     }
                 }

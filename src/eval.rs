@@ -2,11 +2,15 @@
 //!
 //! W workers run N episodes on the episode engine (`crate::episodes`; episode e uses seed
 //! `seed + e`, robomimic's stop-on-success); at every chunk boundary the policy samples one
-//! chunk for all running episodes as one batch (plain ODE samples from N(0, I) noise, no
-//! exploration noise), executes its first Ta actions, and the cameras render only at the
-//! chunk's end. Reports the success rate with a 95% Wilson
-//! interval, the mean episode length, per-episode results (seed, success, length) and a GIF
-//! of chosen episodes (first camera, every step rendered for those).
+//! chunk for all running episodes as one batch: plain ODE samples (no exploration noise) from
+//! x_0 drawn per (episode seed, step) (`FlowPolicy::episode_noise`), so an episode's chunks
+//! do not depend on the worker count or on the other episodes. It executes the first Ta
+//! actions; the cameras render only at the chunk's end. A fine-tune's in-run evaluation
+//! (`rl::rollout::collect_round` with `Sampling::Evaluate`) samples the same way, so both
+//! give the same per-episode results for the same weights and seeds. Reports the success
+//! rate with a 95% Wilson interval, the mean episode length, per-episode results (seed,
+//! success, length), which weights ran, and a GIF of chosen episodes (first camera, every step
+//! rendered for those).
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +63,8 @@ pub struct EpisodeResult {
     pub episode: usize,
     pub seed: u64,
     pub success: bool,
+    /// Steps until the first success (the episode's length under stop-on-success), else all
+    /// steps run.
     pub length: usize,
     /// Set when a worker failure truncated the episode.
     pub worker_failure: Option<String>,
@@ -67,6 +73,8 @@ pub struct EpisodeResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     pub checkpoint: PathBuf,
+    /// Which of the checkpoint's weights ran: "ema" or "online".
+    pub weights: String,
     pub task: String,
     pub episodes: usize,
     pub successes: usize,
@@ -77,6 +85,48 @@ pub struct EvalReport {
     pub env_steps: usize,
     pub seconds: f64,
     pub per_episode: Vec<EpisodeResult>,
+}
+
+impl EvalReport {
+    /// The report of `results` (any order; sorted by episode here).
+    pub fn of(
+        checkpoint: PathBuf,
+        weights: &str,
+        task: Task,
+        mut results: Vec<EpisodeResult>,
+        env_steps: usize,
+        seconds: f64,
+    ) -> Self {
+        results.sort_by_key(|r| r.episode);
+        let n = results.len();
+        let successes = results.iter().filter(|r| r.success).count();
+        EvalReport {
+            checkpoint,
+            weights: weights.into(),
+            task: task.name().into(),
+            episodes: n,
+            successes,
+            success_rate: successes as f64 / n.max(1) as f64,
+            success_rate_ci95: wilson_interval(successes, n),
+            mean_episode_length: results.iter().map(|r| r.length as f64).sum::<f64>() / n.max(1) as f64,
+            env_steps,
+            seconds,
+            per_episode: results,
+        }
+    }
+}
+
+impl EpisodeResult {
+    /// The result line of an episode that ended (`failure`: the worker error that cut it).
+    pub fn of(id: EpisodeId, ending: Ending, failure: Option<&SimError>) -> Self {
+        EpisodeResult {
+            episode: id.index,
+            seed: id.seed,
+            success: ending.success,
+            length: ending.steps_to_success.unwrap_or(ending.steps),
+            worker_failure: failure.map(ToString::to_string),
+        }
+    }
 }
 
 /// 95% Wilson score interval for `successes` out of `n`.
@@ -138,26 +188,12 @@ impl EpisodeSink for ResultSink<'_> {
     }
 
     fn finish(&mut self, id: EpisodeId, _: bool, ending: Ending) -> Result<()> {
-        let result = EpisodeResult {
-            episode: id.index,
-            seed: id.seed,
-            success: ending.success,
-            length: ending.steps,
-            worker_failure: None,
-        };
-        self.push(result);
+        self.push(EpisodeResult::of(id, ending, None));
         Ok(())
     }
 
     fn failed(&mut self, id: EpisodeId, ending: Ending, error: &SimError) -> Result<()> {
-        let result = EpisodeResult {
-            episode: id.index,
-            seed: id.seed,
-            success: false,
-            length: ending.steps,
-            worker_failure: Some(error.to_string()),
-        };
-        self.push(result);
+        self.push(EpisodeResult::of(id, ending, Some(error)));
         Ok(())
     }
 }
@@ -195,7 +231,6 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         results: Vec::new(),
         progress,
     };
-    tch::manual_seed(options.seed as i64);
     // Plain ODE samples for every running episode as one batch; every step is rendered while
     // a video episode runs, else only chunk ends.
     let actor = |running: &[&Running<bool>]| {
@@ -204,7 +239,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
             obs_batch(&spec, &observations, device).map_err(|message| Error::RunDir { dir: dir.clone(), message })?;
         let chunks = tch::no_grad(|| {
             let cond = policy.condition(&batch, false);
-            let chain = policy.sample_chain(&cond, &policy.initial_noise(running.len() as i64, false));
+            let keys: Vec<(u64, usize)> = running.iter().map(|r| (r.id.seed, r.steps)).collect();
+            let chain = policy.sample_chain(&cond, &policy.episode_noise(&keys));
             policy.env_actions(&chain.get(spec.config.num_denoising_steps))
         });
         let render = if running.iter().any(|r| r.record) { Render::Every } else { Render::Last };
@@ -213,24 +249,15 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let seeds = consecutive_seeds(options.seed, options.episodes);
     let tally = run_episodes(&mut envs, &seeds, actor, &mut sink, &|| false)?;
     sink.progress.finish();
-    let mut results = sink.results;
-    results.sort_by_key(|r| r.episode);
     if let (Some(path), false) = (&options.video, sink.video_frames.is_empty()) {
         write_gif(path, &sink.video_frames, spec.image_size as u32)?;
     }
-    let n = results.len();
-    Ok(EvalReport {
-        checkpoint: dir,
-        task: options.task.name().into(),
-        episodes: n,
-        successes: tally.successes,
-        success_rate: tally.successes as f64 / n.max(1) as f64,
-        success_rate_ci95: wilson_interval(tally.successes, n),
-        mean_episode_length: results.iter().map(|r| r.length as f64).sum::<f64>() / n.max(1) as f64,
-        env_steps: tally.env_steps,
-        seconds: started_at.elapsed().as_secs_f64(),
-        per_episode: results,
-    })
+    let weights = match weights {
+        Weights::Ema => "ema",
+        Weights::Online => "online",
+    };
+    let seconds = started_at.elapsed().as_secs_f64();
+    Ok(EvalReport::of(dir, weights, options.task, sink.results, tally.env_steps, seconds))
 }
 
 /// Frames (u8 RGB, size×size) → an animated GIF at 20 frames per second (the control rate).

@@ -58,8 +58,20 @@ fn main() -> anyhow::Result<()> {
                 let (file, dir) = (summary.recording.display(), summary.run_dir.display());
                 println!("recording:     {file} (rldt-vision inspect {dir})");
             }
-            for (iteration, steps, rate) in &summary.evaluations {
-                println!("eval at iteration {iteration} ({steps} env steps): success rate {:.1}%", 100.0 * rate);
+            for e in &summary.evaluations {
+                println!(
+                    "eval at iteration {} ({} training env steps): success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%]",
+                    e.iteration,
+                    e.env_steps,
+                    100.0 * e.success_rate,
+                    e.successes,
+                    e.episodes,
+                    100.0 * e.success_rate_low,
+                    100.0 * e.success_rate_high
+                );
+            }
+            if !summary.evaluations.is_empty() {
+                println!("evaluations:   {}/evaluations/ (every episode)", summary.run_dir.display());
             }
         }
         Command::SynthDataset { out, demos, image_size, seed } => {
@@ -145,7 +157,7 @@ fn print_collect(options: &CollectOptions, summary: &CollectSummary, seconds: f6
 
 fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path) {
     println!(
-        "{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s",
+        "{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s ({} weights)",
         options.task.name(),
         100.0 * report.success_rate,
         report.successes,
@@ -153,7 +165,8 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
         100.0 * report.success_rate_ci95[0],
         100.0 * report.success_rate_ci95[1],
         report.mean_episode_length,
-        report.seconds
+        report.seconds,
+        report.weights
     );
     println!("per-episode results: {}", out.display());
     if let Some(video) = &options.video {

@@ -89,6 +89,11 @@ pub fn open_run<C: PartialEq>(
     }
 }
 
+/// The directory name of the checkpoint after `step` steps (zero-padded: names sort by step).
+pub fn step_name(step: i64) -> String {
+    format!("step_{step:08}")
+}
+
 /// A checkpoint being written; [`commit`](Self::commit) makes it visible.
 pub struct PendingCheckpoint {
     partial: PathBuf,
@@ -99,7 +104,7 @@ impl PendingCheckpoint {
     /// Starts `checkpoints/step_<step>` (zero-padded so names sort by step).
     pub fn begin(run_dir: &Path, step: i64) -> Result<Self> {
         let root = checkpoints_dir(run_dir);
-        let name = format!("step_{step:08}");
+        let name = step_name(step);
         let partial = root.join(format!(".{name}.partial"));
         if partial.exists() {
             fs::remove_dir_all(&partial).map_err(io_at(&partial))?;

@@ -56,6 +56,7 @@ fn tiny(pretrained: &Path) -> FinetuneConfig {
     config.rollout.episodes_per_env = 2;
     config.schedule.iterations = 4;
     config.schedule.eval_every = 10;
+    config.evaluation.episodes = 2;
     config.schedule.rounds = 1;
     config.schedule.critic_steps_per_round = 2;
     config.schedule.actor_steps_per_round = 1;
@@ -92,7 +93,7 @@ fn finetune_runs_evaluates_and_resumes() {
     .unwrap();
     assert!(summary.checkpoint.ends_with("step_00000004"));
     assert_eq!(summary.evaluations.len(), 1, "iteration 0 evaluates");
-    assert_eq!(summary.env_steps, 4 * 2 * 8, "4 iterations × 2 episodes × 8 steps");
+    assert_eq!(summary.env_steps, 3 * 2 * 8, "3 training iterations × 2 episodes × 8 steps (evaluation steps not counted)");
 
     let lines = metric_lines(&run_dir);
     let has = |key: &str, step: i64| {
@@ -164,7 +165,7 @@ fn finetune_runs_evaluates_and_resumes() {
     .unwrap();
     assert_eq!(resumed.resumed_from, Some(2));
     assert!(resumed.checkpoint.ends_with("step_00000004"));
-    assert_eq!(resumed.env_steps, 4 * 2 * 8, "env steps continue from the checkpoint's count");
+    assert_eq!(resumed.env_steps, 3 * 2 * 8, "env steps continue from the checkpoint's count");
     assert_eq!(resumed.recording, killed.join("particles.resume-2.rrd"), "a resume never overwrites a recording");
     rldt_vision::viz::viewer::verify(&viewer, &resumed.recording).unwrap();
     let steps: Vec<i64> = metric_lines(&killed)
@@ -257,4 +258,99 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
     };
     let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
+}
+
+/// A fine-tune's in-run evaluation and `rldt-vision eval` run the same episodes: for the same
+/// weights (iteration 0: the pretrained EMA weights) and seeds, every episode's success and
+/// length agree — although the in-run evaluation runs 2 workers with full-length episodes and
+/// `eval` 1 worker with stop-on-success — because x_0 is drawn per (episode seed, step). The
+/// policy (Lift from low-dim state, 4 scripted demos, 500 steps) succeeds in some episodes
+/// and not in others, so a change of seeds, noise or weights would show.
+#[test]
+fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("in_run_vs_eval");
+    let demos = dir.join("lift.hdf5");
+    let collect = rldt_vision::collect::CollectOptions {
+        task: rldt_vision::sim::Task::Lift,
+        cameras: vec![],
+        image_size: 84,
+        mujoco_gl: "egl".into(),
+        episodes: 4,
+        workers: 2,
+        out: demos.clone(),
+        seed: 0,
+        noise: 0.0,
+        keep_failures: false,
+        next_obs: false,
+        steps_per_request: 20,
+        stop_on_signal: false,
+    };
+    assert_eq!(rldt_vision::collect::collect(&collect).unwrap().written, 4);
+    // A copy: simulator workers that other tests of this process spawned while the file was
+    // open inherited its descriptor, and with it HDF5's lock on that file.
+    let copy = dir.join("lift_copy.hdf5");
+    std::fs::copy(&demos, &copy).unwrap();
+    let mut pretraining = PretrainConfig::load(&root.join("configs/pretrain/lift_lowdim.json")).unwrap();
+    pretraining.dataset.path = copy;
+    pretraining.dataset.train_demos.first_n = None;
+    pretraining.dataset.valid_demos = None;
+    pretraining.train.valid_every = 500;
+    pretraining.train.checkpoint_every = 500;
+    let pretrained = dir.join("pretrained");
+    let options =
+        PretrainOptions { config: Some(pretraining), run_dir: pretrained.clone(), device: Device::Cpu, resume: false };
+    pretrain(options).unwrap();
+
+    let mut config = FinetuneConfig::load(&root.join("configs/finetune/lift_lowdim.json")).unwrap();
+    config.pretrained = pretrained.clone();
+    config.env.horizon = 60;
+    config.schedule.iterations = 1;
+    config.evaluation.episodes = 8;
+    config.evaluation.first_seed = 100_000;
+    let run_dir = dir.join("finetune");
+    let options = FinetuneOptions {
+        config: Some(config),
+        run_dir: run_dir.clone(),
+        device: Device::Cpu,
+        resume: false,
+        recording: None,
+    };
+    let summary = finetune(options).unwrap();
+    assert_eq!(summary.env_steps, 0, "evaluation steps are not training env steps");
+    let in_run: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("evaluations/iteration_00000.json")).unwrap())
+            .unwrap();
+
+    let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
+        checkpoint: pretrained,
+        online_weights: false,
+        task: rldt_vision::sim::Task::Lift,
+        episodes: 8,
+        workers: 1,
+        seed: 100_000,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(60),
+    })
+    .unwrap();
+    let outcome =
+        |r: &Value| (r["seed"].as_u64().unwrap(), r["success"].as_bool().unwrap(), r["length"].as_u64().unwrap());
+    let in_run: Vec<_> = in_run["report"]["per_episode"].as_array().unwrap().iter().map(outcome).collect();
+    let eval: Vec<_> =
+        serde_json::to_value(&report.per_episode).unwrap().as_array().unwrap().iter().map(outcome).collect();
+    assert_eq!(in_run, eval, "(seed, success, length) per episode");
+    let successes = eval.iter().filter(|e| e.1).count();
+    assert!(
+        0 < successes && successes < 8,
+        "the fixture must succeed sometimes ({successes}/8) for the test to mean anything"
+    );
+    let line = &metric_lines(&run_dir)[0];
+    let [low, high] = rldt_vision::eval::wilson_interval(successes, 8);
+    assert_eq!(
+        (line["eval/success_rate_low"].as_f64(), line["eval/success_rate_high"].as_f64()),
+        (Some(low), Some(high))
+    );
 }

@@ -22,6 +22,7 @@ pub struct FinetuneConfig {
     pub env: EnvSettings,
     pub rollout: RolloutSettings,
     pub schedule: ScheduleSettings,
+    pub evaluation: EvaluationSettings,
     pub critic: CriticSettings,
     pub actor: ActorSettings,
     pub checkpoint: CheckpointSettings,
@@ -75,6 +76,20 @@ pub struct ScheduleSettings {
     pub replay_trajectories: usize,
 }
 
+/// The in-run evaluation of evaluation iterations (`schedule.eval_every`): plain ODE samples on
+/// a fixed list of episode seeds, the same episodes `rldt-vision eval --seed first_seed
+/// --episodes episodes` runs (full-length episodes here; success = any successful step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSettings {
+    /// Episodes per evaluation (paper: 128; ≥ 100 so that the 95% interval is ±10 points or
+    /// less).
+    pub episodes: usize,
+    /// Episode e uses simulator seed `first_seed + e` at every evaluation (`eval`'s default:
+    /// 100,000, apart from the training rounds' seeds).
+    pub first_seed: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSettings {
@@ -106,7 +121,7 @@ impl FinetuneConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
         let d = self.recording.view_3d_dims;
-        let checks: [(bool, &str, String); 17] = [
+        let checks: [(bool, &str, String); 18] = [
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
             (
@@ -121,6 +136,7 @@ impl FinetuneConfig {
                 "iterations and eval_every must be ≥ 1".into(),
             ),
             (s.rounds >= 1, "schedule.rounds", "must be ≥ 1".into()),
+            (self.evaluation.episodes >= 1, "evaluation.episodes", "must be ≥ 1".into()),
             (
                 s.critic_batch_trajectories >= 2,
                 "schedule.critic_batch_trajectories",

@@ -201,6 +201,15 @@ impl FlowPolicy {
         }
     }
 
+    /// x_0 for B chains of evaluation episodes, one N(0, I) draw per (episode seed, env step
+    /// at which the chunk starts) from `SplitMix64::stream(seed, step)` → [B, D]. A row
+    /// depends on its key alone, not on which other episodes share the batch, so `eval` and a
+    /// fine-tune's in-run evaluation sample the same chunks for the same seeds.
+    pub fn episode_noise(&self, keys: &[(u64, usize)]) -> Tensor {
+        let d = self.action_numbers();
+        Tensor::from_slice(&episode_noise(keys, d as usize)).view([keys.len() as i64, d]).to_device(self.device)
+    }
+
     /// The whole Euler chain from x_0 [B, D] under cond [B, C] → [K + 1, B, D]
     /// (normalised action space, no clipping inside the ODE).
     pub fn sample_chain(&self, cond: &Tensor, x_0: &Tensor) -> Tensor {
@@ -227,5 +236,33 @@ impl FlowPolicy {
         let scaled = (&steps + 1.0) / 2.0 * range.clamp_min(1e-6) + &self.action_min;
         let shifted = &steps + &self.action_min;
         shifted.where_self(&constant, &scaled).clamp(-1.0, 1.0)
+    }
+}
+
+/// The numbers of [`FlowPolicy::episode_noise`]: `d` standard normals per key, row-major.
+pub fn episode_noise(keys: &[(u64, usize)], d: usize) -> Vec<f32> {
+    let mut values = Vec::with_capacity(keys.len() * d);
+    for &(seed, step) in keys {
+        let mut stream = rldt_datasets::random::SplitMix64::stream(seed, step as u64);
+        values.extend((0..d).map(|_| stream.normal() as f32));
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::episode_noise;
+
+    #[test]
+    fn an_episodes_noise_depends_on_its_key_alone() {
+        let alone = episode_noise(&[(7, 12)], 5);
+        let shared = episode_noise(&[(3, 0), (7, 12), (9, 4)], 5);
+        assert_eq!(alone, shared[5..10], "the same row whatever else is in the batch");
+        assert_ne!(alone, episode_noise(&[(7, 16)], 5), "the next chunk draws new noise");
+        assert_ne!(alone, episode_noise(&[(8, 12)], 5), "another episode draws other noise");
+        let many = episode_noise(&(0..2000).map(|s| (s, 0)).collect::<Vec<_>>(), 8);
+        let mean = many.iter().map(|&x| x as f64).sum::<f64>() / many.len() as f64;
+        let var = many.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / many.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "N(0, 1): mean {mean}, variance {var}");
     }
 }

@@ -1,9 +1,10 @@
 //! One collection round of fine-tuning (docs/algorithm.md §6–§7) on the episode engine
-//! (`crate::episodes`): every env runs `episodes_per_env` episodes; at each chunk boundary the
-//! policy samples one chunk for all running episodes as one batch (features once per state),
-//! exploration adds the extrapolation-gap noise (or none, for evaluation rounds), and the
-//! first Ta actions are denormalised, clipped to [−1, 1] and executed (cameras render at the
-//! chunk's end only). Each finished episode becomes a [`Trajectory`]; the round's rewards are
+//! (`crate::episodes`): one episode per seed; at each chunk boundary the policy samples one
+//! chunk for all running episodes as one batch (features once per state). A training round
+//! ([`Sampling::Explore`]) draws x_0 from libtorch's RNG and adds the extrapolation-gap noise;
+//! an evaluation round ([`Sampling::Evaluate`]) samples plain chunks from x_0 drawn per
+//! (episode seed, step), exactly as `rldt-vision eval` does. The first Ta actions are
+//! denormalised, clipped to [−1, 1] and executed (cameras render at the chunk's end only). Each finished episode becomes a [`Trajectory`]; the round's rewards are
 //! then shaped together (§3, [`shape_round`]). An episode cut by a worker failure counts as
 //! an unsuccessful episode and gives no trajectory (the engine's failure policy).
 
@@ -14,10 +15,21 @@ use super::returns::shape_rewards_with_scale;
 use super::trajectory::Trajectory;
 use crate::episodes::{run_episodes, Decision, Ending, EpisodeEnvs, EpisodeId, EpisodeSink, Running};
 use crate::error::{Error, Result};
+use crate::eval::EpisodeResult;
 use crate::policy::env_obs::env_chunks;
 use crate::policy::frames::Frames;
 use crate::policy::FlowPolicy;
-use crate::sim::{ChunkOutcome, Observation, Render, VecEnv};
+use crate::sim::{ChunkOutcome, Observation, Render, SimError, VecEnv};
+
+/// How a round samples its chunks.
+#[derive(Debug, Clone, Copy)]
+pub enum Sampling<'a> {
+    /// Training: x_0 from libtorch's RNG, exploration noise scaled by the extrapolation gap
+    /// of these denoising steps (§6).
+    Explore(&'a [i64]),
+    /// Evaluation: plain ODE samples from x_0 drawn per (episode seed, step), as `eval`.
+    Evaluate,
+}
 
 #[derive(Debug, Default)]
 pub struct RoundOutcome {
@@ -29,12 +41,15 @@ pub struct RoundOutcome {
     pub worker_failures: usize,
     /// Mean exploration gap d over executed chunks (0 without exploration).
     pub mean_gap: f64,
+    /// One line per episode, in episode order (failed ones included).
+    pub per_episode: Vec<EpisodeResult>,
 }
 
 /// The round's sink: frames and executed chunks into one [`Trajectory`] per episode.
 struct TrajectorySink<'a> {
     policy: &'a FlowPolicy,
     finished: Vec<Trajectory>,
+    results: Vec<EpisodeResult>,
 }
 
 impl EpisodeSink for TrajectorySink<'_> {
@@ -55,20 +70,24 @@ impl EpisodeSink for TrajectorySink<'_> {
         trajectory.frames.push(self.policy.spec(), &outcome.obs).map_err(Error::Observation)
     }
 
-    fn finish(&mut self, _: EpisodeId, trajectory: Trajectory, _: Ending) -> Result<()> {
+    fn finish(&mut self, id: EpisodeId, trajectory: Trajectory, ending: Ending) -> Result<()> {
         self.finished.push(trajectory);
+        self.results.push(EpisodeResult::of(id, ending, None));
+        Ok(())
+    }
+
+    fn failed(&mut self, id: EpisodeId, ending: Ending, error: &SimError) -> Result<()> {
+        self.results.push(EpisodeResult::of(id, ending, Some(error)));
         Ok(())
     }
 }
 
-/// Runs the round; `exploration_steps = None` samples plain chunks (evaluation). Episode e of
-/// the round uses seed `base_seed + e`.
+/// Runs the round: episode e uses `seeds[e]`.
 pub fn collect_round(
     envs: &mut VecEnv,
     policy: &FlowPolicy,
-    episodes_per_env: usize,
-    exploration_steps: Option<&[i64]>,
-    base_seed: u64,
+    seeds: &[u64],
+    sampling: Sampling,
 ) -> Result<RoundOutcome> {
     let spec = policy.spec();
     let (exec, k_steps) = (spec.config.exec_horizon * spec.action_dim, spec.config.num_denoising_steps);
@@ -78,15 +97,18 @@ pub fn collect_round(
         let batch = Trajectory::states(&states, policy.device());
         let chunk = tch::no_grad(|| {
             let cond = policy.condition(&batch, false);
-            let chain = policy.sample_chain(&cond, &policy.initial_noise(running.len() as i64, false));
-            match exploration_steps {
-                Some(steps) => {
+            match sampling {
+                Sampling::Explore(steps) => {
+                    let chain = policy.sample_chain(&cond, &policy.initial_noise(running.len() as i64, false));
                     let (chunk, gaps) = explore(policy, &chain, &cond, steps);
                     gap_sum += gaps.sum(Kind::Double).double_value(&[]);
                     gap_count += running.len();
                     chunk
                 }
-                None => chain.get(k_steps),
+                Sampling::Evaluate => {
+                    let keys: Vec<(u64, usize)> = running.iter().map(|r| (r.id.seed, r.steps)).collect();
+                    policy.sample_chain(&cond, &policy.episode_noise(&keys)).get(k_steps)
+                }
             }
         });
         let executed: Vec<f32> =
@@ -97,11 +119,12 @@ pub fn collect_round(
             render: Render::Last,
         })
     };
-    let mut sink = TrajectorySink { policy, finished: Vec::new() };
-    let seeds = crate::episodes::consecutive_seeds(base_seed, envs.len() * episodes_per_env);
-    let tally = run_episodes(envs, &seeds, actor, &mut sink, &|| false)?;
+    let mut sink = TrajectorySink { policy, finished: Vec::new(), results: Vec::new() };
+    let tally = run_episodes(envs, seeds, actor, &mut sink, &|| false)?;
     let mut trajectories = sink.finished;
     shape_round(&mut trajectories);
+    let mut per_episode = sink.results;
+    per_episode.sort_by_key(|r| r.episode);
     Ok(RoundOutcome {
         trajectories,
         episodes: tally.episodes,
@@ -109,6 +132,7 @@ pub fn collect_round(
         env_steps: tally.env_steps,
         worker_failures: tally.worker_failures,
         mean_gap: if gap_count > 0 { gap_sum / gap_count as f64 } else { 0.0 },
+        per_episode,
     })
 }
 

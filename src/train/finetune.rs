@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! for iteration i:
-//!     round ← collect_round(envs, actor, exploration unless i is an evaluation iteration)
-//!     unless i is an evaluation iteration (0 and every eval_every-th):
+//!     if i is an evaluation iteration (0 and every eval_every-th):
+//!         evaluate the actor on the fixed evaluation seeds (plain samples, as `eval` does)
+//!     else:
+//!         round ← collect_round(envs, actor, exploration)
 //!         for each of `rounds`:
 //!             batch ← fresh trajectories (fresh_fraction) + replay (balanced success/failure)
 //!             critic_steps_per_round × critic step on the batch
@@ -16,8 +18,12 @@
 //! **Seeding.** `seed` decides everything. Iteration i draws its own stream
 //! `SplitMix64::stream(seed, i)`: its first number seeds libtorch's global RNG (policy noise,
 //! exploration noise, augmentation, particles, query steps), the rest choose the critic batches
-//! and the actor's trajectories. The round's episodes use simulator seeds
-//! `seed·1,000,003 + i·10,000 + e` (episode e). So a resumed run, a run with recording off
+//! and the actor's trajectories. A training round's episodes use simulator seeds
+//! `seed·1,000,003 + i·10,000 + e` (episode e); every evaluation runs the same episodes,
+//! `evaluation.first_seed + e` for e < `evaluation.episodes`, with x_0 drawn per (episode
+//! seed, step), so it gives what `rldt-vision eval --seed first_seed` gives for the same
+//! weights, and its env steps are not counted as training env steps (`env_steps`, the x-axis
+//! of the curve, counts training rounds only). So a resumed run, a run with recording off
 //! and an uninterrupted one take the same decisions from the same state; the recording draws
 //! from libtorch's RNG only after the updates, and the next iteration reseeds it.
 //!
@@ -33,12 +39,14 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::config::finetune::{FinetuneConfig, ScheduleSettings};
+use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
+use crate::eval::{wilson_interval, EvalReport};
 use crate::policy::checkpoint;
 use crate::rl::actor::ActorStats;
 use crate::rl::replay::Replay;
 use crate::rl::rldt::{CriticStats, Rldt, RldtCounters};
-use crate::rl::rollout::{collect_round, RoundOutcome};
+use crate::rl::rollout::{collect_round, RoundOutcome, Sampling};
 use crate::rl::trajectory::Trajectory;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 use crate::sim::{SimConfig, Task, VecEnv};
@@ -124,13 +132,54 @@ pub struct FinetuneSummary {
     pub iterations: usize,
     pub resumed_from: Option<usize>,
     pub env_steps: usize,
-    /// (iteration, env steps before it, success rate) of every evaluation round.
-    pub evaluations: Vec<(usize, usize, f64)>,
+    /// Every in-run evaluation of this process.
+    pub evaluations: Vec<EvaluationPoint>,
+}
+
+/// One in-run evaluation (`eval/*` metrics; in full, with every episode, in
+/// `evaluations/iteration_<i>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvaluationPoint {
+    pub iteration: usize,
+    /// Training env steps before it (evaluation steps are not counted).
+    pub env_steps: usize,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
+    /// 95% Wilson interval.
+    pub success_rate_low: f64,
+    pub success_rate_high: f64,
+}
+
+impl EvaluationPoint {
+    fn of(iteration: usize, env_steps: usize, round: &RoundOutcome) -> Self {
+        let [low, high] = wilson_interval(round.successes, round.episodes);
+        EvaluationPoint {
+            iteration,
+            env_steps,
+            episodes: round.episodes,
+            successes: round.successes,
+            success_rate: round.successes as f64 / round.episodes.max(1) as f64,
+            success_rate_low: low,
+            success_rate_high: high,
+        }
+    }
 }
 
 const STATE_FILE: &str = "finetune_state.json";
 
-/// A collection round's metrics (`eval/*` on evaluation iterations, else `rollout/*`).
+/// The file of one in-run evaluation.
+#[derive(Debug, Serialize)]
+struct InRunEvaluation {
+    #[serde(flatten)]
+    point: EvaluationPoint,
+    first_seed: u64,
+    /// Steps per episode (full-length episodes; success = any successful step).
+    horizon: usize,
+    report: EvalReport,
+}
+
+/// A training round's metrics (`rollout/*`).
 #[derive(Debug, Default, Serialize)]
 struct RoundStats {
     success_rate: f64,
@@ -209,18 +258,26 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
             if eval_only { "evaluation rollouts" } else { "rollouts" }
         ));
 
-        // 1. The collection round (plain samples on evaluation iterations).
+        // 1. The collection round: the fixed evaluation episodes with plain samples, or a
+        //    training round with exploration.
         let started = Instant::now();
-        let exploration = (!eval_only).then_some(rollout.exploration_steps.as_slice());
-        let episode_seeds = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
-        let round =
-            collect_round(&mut run.envs, &run.rldt.actor, rollout.episodes_per_env, exploration, episode_seeds)?;
-        let rollout_s = started.elapsed().as_secs_f64();
         let steps_before = run.env_steps;
-        run.env_steps += round.env_steps;
-        if eval_only {
-            evaluations.push((iteration, steps_before, RoundStats::of(&round).success_rate));
-        }
+        let round = if eval_only {
+            let seeds = consecutive_seeds(config.evaluation.first_seed, config.evaluation.episodes);
+            let round = collect_round(&mut run.envs, &run.rldt.actor, &seeds, Sampling::Evaluate)?;
+            let point = EvaluationPoint::of(iteration, steps_before, &round);
+            run.write_evaluation(&point, &round, started.elapsed().as_secs_f64())?;
+            evaluations.push(point);
+            round
+        } else {
+            let first = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
+            let seeds = consecutive_seeds(first, run.envs.len() * rollout.episodes_per_env);
+            let round =
+                collect_round(&mut run.envs, &run.rldt.actor, &seeds, Sampling::Explore(&rollout.exploration_steps))?;
+            run.env_steps += round.env_steps;
+            round
+        };
+        let rollout_s = started.elapsed().as_secs_f64();
 
         // 2. Critic and actor updates on fresh + replayed trajectories.
         let mut updates = None;
@@ -254,7 +311,7 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         }
 
         // 3. A training round joins the replay; metrics, recording and checkpoint.
-        let mut metrics = iteration_metrics(eval_only, &round, rollout_s, run.env_steps);
+        let mut metrics = iteration_metrics(evaluations.last().filter(|_| eval_only), &round, rollout_s, run.env_steps);
         let fresh: Vec<&Trajectory> = match updates {
             Some(updates) => {
                 let n = round.trajectories.len();
@@ -290,11 +347,19 @@ fn critic_batch<'a>(
     batch
 }
 
-/// The collection round's metrics.
-fn iteration_metrics(eval_only: bool, round: &RoundOutcome, rollout_s: f64, env_steps: usize) -> Metrics {
-    let round_stats =
-        RoundStats { success_rate: round.successes as f64 / round.episodes.max(1) as f64, episodes: round.episodes };
-    let mut metrics = named(if eval_only { "eval" } else { "rollout" }, &round_stats);
+/// The collection round's metrics: `eval/*` for an evaluation, else `rollout/*`.
+fn iteration_metrics(
+    evaluation: Option<&EvaluationPoint>,
+    round: &RoundOutcome,
+    rollout_s: f64,
+    env_steps: usize,
+) -> Metrics {
+    let mut metrics = match evaluation {
+        Some(point) => {
+            named("eval", point).into_iter().filter(|(k, _)| k != "eval/iteration" && k != "eval/env_steps").collect()
+        }
+        None => named("rollout", &RoundStats::of(round)),
+    };
     let health = RolloutHealth { exploration_gap: round.mean_gap, worker_failures: round.worker_failures };
     metrics.extend(named("rollout", &health));
     metrics.push(("env_steps".into(), env_steps as f64));
@@ -427,7 +492,35 @@ impl Run {
         Ok(())
     }
 
-    fn finish(self, evaluations: Vec<(usize, usize, f64)>, resumed: bool) -> Result<FinetuneSummary> {
+    /// `evaluations/iteration_<i>.json`: the evaluation in full, as `eval` reports it. Its
+    /// weights: the pretrained EMA weights at iteration 0, else the actor's after iteration
+    /// i − 1, which the checkpoint `step_<i>` holds when one is written there.
+    fn write_evaluation(&self, point: &EvaluationPoint, round: &RoundOutcome, seconds: f64) -> Result<()> {
+        let (checkpoint, weights) = match point.iteration {
+            0 => (checkpoint::resolve(&self.config.pretrained)?, "ema"),
+            i => (run_dir::checkpoints_dir(&self.run_dir).join(run_dir::step_name(i as i64)), "online"),
+        };
+        let report = EvalReport::of(
+            checkpoint,
+            weights,
+            self.config.env.task,
+            round.per_episode.clone(),
+            round.env_steps,
+            seconds,
+        );
+        let file = InRunEvaluation {
+            point: point.clone(),
+            first_seed: self.config.evaluation.first_seed,
+            horizon: self.config.env.horizon,
+            report,
+        };
+        let dir = self.run_dir.join("evaluations");
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let path = dir.join(format!("iteration_{:05}.json", point.iteration));
+        write_atomic(&path, serde_json::to_string_pretty(&file).expect("evaluation serialises").as_bytes())
+    }
+
+    fn finish(self, evaluations: Vec<EvaluationPoint>, resumed: bool) -> Result<FinetuneSummary> {
         let run_error = |message: String| Error::RunDir { dir: self.run_dir.clone(), message };
         self.recording.recorder.flush().map_err(|e| run_error(e.to_string()))?;
         let checkpoint = self.last_checkpoint.clone().ok_or_else(|| run_error("no checkpoint was written".into()))?;
