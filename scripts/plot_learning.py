@@ -1,11 +1,12 @@
-"""Success rate against env steps for the runs of scripts/learning_evidence.
+"""Success rate against training env steps for the runs of scripts/learning_evidence.
 
-    python scripts/plot_learning.py runs/evidence docs/learning_lift_lowdim.png
+    python scripts/plot_learning.py docs/evidence/lift_lowdim docs/learning_lift_lowdim.png
 
-Reads <dir>/pretrained.json and <dir>/<field>_s<seed>/eval_step_N.json (rldt-vision eval
---out) with the env steps of each checkpoint (checkpoints/step_N/finetune_state.json); plots
-each run, the per-field mean, and the pretrained policy's rate with its 95% interval; prints
-the table it plotted.
+Reads the run summaries <dir>/<label>_s<seed>.json (each run's in-run evaluations: iteration,
+training env steps, successes out of episodes, 95% Wilson interval); plots every run with the
+interval of each point, the per-label mean over seeds, and the pretrained policy (iteration 0,
+the same episodes and weights in every run) with its interval; prints the table it plotted as
+Markdown, every cell with its interval.
 """
 import glob
 import json
@@ -19,39 +20,49 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 root, out = sys.argv[1], sys.argv[2]
-pretrained = json.load(open(os.path.join(root, "pretrained.json")))
-runs = defaultdict(dict)  # field -> seed -> [(env_steps, rate, n)]
-for run in sorted(glob.glob(os.path.join(root, "*_s*"))):
-    field, seed = os.path.basename(run).rsplit("_s", 1)
-    points = [(0, pretrained["success_rate"], pretrained["episodes"])]
-    for path in glob.glob(os.path.join(run, "eval_step_*.json")):
-        step = os.path.basename(path)[len("eval_") : -len(".json")]
-        state = json.load(open(os.path.join(run, "checkpoints", step, "finetune_state.json")))
-        report = json.load(open(path))
-        points.append((state["env_steps"], report["success_rate"], report["episodes"]))
-    runs[field][seed] = sorted(points)
+runs = defaultdict(dict)  # label -> seed -> [evaluation]
+for path in sorted(glob.glob(os.path.join(root, "*_s*.json"))):
+    summary = json.load(open(path))
+    runs[summary["label"]][summary["seed"]] = sorted(summary["evaluations"], key=lambda e: e["env_steps"])
+if not runs:
+    sys.exit(f"no run summaries in {root}")
+starts = {(e["successes"], e["episodes"]) for seeds in runs.values() for evs in seeds.values() for e in evs[:1]}
+if len(starts) != 1:
+    print(f"warning: iteration-0 evaluations differ between runs: {sorted(starts)}")
+first = next(iter(next(iter(runs.values())).values()))[0]
+n, horizon = first["episodes"], first["horizon"]
 
 colours = {"svgd": "tab:blue", "delta": "tab:orange", "svgd-c0.05": "tab:green", "svgd-a1": "tab:purple"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
-lo, hi = pretrained["success_rate_ci95"]
-ax.axhspan(lo, hi, color="grey", alpha=0.15, label=f"no fine-tuning (95% CI, n={pretrained['episodes']})")
-ax.axhline(pretrained["success_rate"], color="grey", lw=1)
-print(f"pretrained: {pretrained['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] (n={pretrained['episodes']})")
-for field, seeds in sorted(runs.items()):
-    c = colours.get(field, None)
-    for seed, points in sorted(seeds.items()):
-        xs, ys, _ = zip(*points)
-        ax.plot(xs, ys, color=c, alpha=0.35, lw=1, marker="o", ms=3)
-        print(f"{field} seed {seed}: " + ", ".join(f"{x}: {y:.2f}" for x, y, _ in points))
-    common = sorted(set.intersection(*(set(x for x, _, _ in p) for p in seeds.values())))
-    means = [sum(dict((x, y) for x, y, _ in p)[s] for p in seeds.values()) / len(seeds) for s in common]
-    label = "RLDT (svgd)" if field == "svgd" else "delta field (ablation)" if field == "delta" else field
-    ax.plot(common, means, color=c, lw=2.5, label=f"{label}, mean of {len(seeds)} seeds")
-ax.set_xlabel("env steps")
-ax.set_ylabel(f"success rate ({pretrained['episodes']} episodes, horizon 100)")
+ax.axhspan(first["success_rate_low"], first["success_rate_high"], color="grey", alpha=0.15,
+           label=f"no fine-tuning (95% CI, n={n})")
+ax.axhline(first["success_rate"], color="grey", lw=1)
+cell = lambda e: f"{100 * e['success_rate']:.0f}% ({100 * e['success_rate_low']:.0f}–{100 * e['success_rate_high']:.0f})"
+steps = sorted({e["env_steps"] for seeds in runs.values() for evs in seeds.values() for e in evs})
+print("| run | " + " | ".join(f"{s:,}" for s in steps) + " |")
+print("|---|" + "---|" * len(steps))
+means = {}
+for label, seeds in sorted(runs.items()):
+    c = colours.get(label)
+    for seed, evs in sorted(seeds.items()):
+        xs = [e["env_steps"] for e in evs]
+        ys = [e["success_rate"] for e in evs]
+        err = [[e["success_rate"] - e["success_rate_low"] for e in evs], [e["success_rate_high"] - e["success_rate"] for e in evs]]
+        ax.errorbar(xs, ys, yerr=err, color=c, alpha=0.3, lw=1, marker="o", ms=3, capsize=2)
+        by_step = {e["env_steps"]: e for e in evs}
+        print(f"| {label}, seed {seed} | " + " | ".join(cell(by_step[s]) if s in by_step else "–" for s in steps) + " |")
+    common = sorted(set.intersection(*({e["env_steps"] for e in evs} for evs in seeds.values())))
+    mean = [sum(next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()) / len(seeds) for s in common]
+    means[label] = dict(zip(common, mean))
+    name = "RLDT (svgd)" if label == "svgd" else "delta field (ablation)" if label == "delta" else label
+    ax.plot(common, mean, color=c, lw=2.5, label=f"{name}, mean of {len(seeds)} seeds")
+for label, mean in sorted(means.items()):
+    print(f"| **mean {label}** ({len(runs[label])} seeds) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
+ax.set_xlabel("training env steps (evaluation steps not counted)")
+ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
 ax.set_title("Lift, low-dim state: fine-tuning a weak flow policy (2 demos)")
 ax.set_ylim(0, 1)
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=120)
-print(f"wrote {out}")
+print(f"wrote {out} (cells: success rate over {n} episodes, 95% Wilson interval in brackets)")
