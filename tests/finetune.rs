@@ -93,7 +93,11 @@ fn finetune_runs_evaluates_and_resumes() {
     .unwrap();
     assert!(summary.checkpoint.ends_with("step_00000004"));
     assert_eq!(summary.evaluations.len(), 1, "iteration 0 evaluates");
-    assert_eq!(summary.env_steps, 3 * 2 * 8, "3 training iterations × 2 episodes × 8 steps (evaluation steps not counted)");
+    assert_eq!(
+        summary.env_steps,
+        3 * 2 * 8,
+        "3 training iterations × 2 episodes × 8 steps (evaluation steps not counted)"
+    );
 
     let lines = metric_lines(&run_dir);
     let has = |key: &str, step: i64| {

@@ -162,6 +162,17 @@ impl FlowPolicy {
         self.device
     }
 
+    /// C, the length of the condition.
+    pub fn condition_dim(&self) -> i64 {
+        self.state_encoder.output_dim()
+    }
+
+    /// Sets K, the Euler steps of `sample_chain` (a fine-tuning algorithm that samples with
+    /// fewer steps than pretraining; the velocity field itself does not depend on K).
+    pub fn set_denoising_steps(&mut self, k: i64) {
+        self.spec.config.num_denoising_steps = k;
+    }
+
     /// D = Tp·A, the length of a flattened chunk.
     pub fn action_numbers(&self) -> i64 {
         self.spec.config.pred_horizon * self.spec.action_dim

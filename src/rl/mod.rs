@@ -5,14 +5,23 @@
 //! (a collection round on the episode engine) and [`rldt`] (one critic or actor update).
 //! The loop that drives them is `train::finetune`; the 2-D experiment is `crate::toy`, the
 //! probe snapshots of the recordings `viz::probe`.
+//!
+//! The PPO baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running return
+//! scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round),
+//! [`noisy_chain`] and [`reinflow`] (ReinFlow); their loop is `train::reinflow`.
 
 pub mod actor;
 pub mod actor_loss;
 pub mod critic;
 pub mod exploration;
+pub mod noisy_chain;
+pub mod onpolicy;
+pub mod ppo;
+pub mod reinflow;
 pub mod replay;
 pub mod returns;
 pub mod rldt;
 pub mod rollout;
 pub mod svgd;
 pub mod trajectory;
+pub mod value;

@@ -1,0 +1,294 @@
+//! `Reinflow`: what ReinFlow trains and how, one iteration's update at a time
+//! (docs/baselines.md). It owns the actor (the flow policy, its K set to K'), the noise
+//! network σ_φ, the value network V_ψ and one AdamW per VarStore. The loop that calls it is
+//! `train::reinflow`.
+//!
+//! Acting (per chunk, no gradient): a noisy chain x_0:K' (`rl::noisy_chain`), its normalised
+//! log-likelihood ℓ_old and V_old(s); the chunk x_K' is executed.
+//! Update (per iteration, on every chunk of the round):
+//!   rewards r / running return scale; GAE(γ, λ) → advantages A, value targets R;
+//!   for `update_epochs` passes, shuffled minibatches of `minibatch_size` chunks:
+//!     ℓ_new, H = chain_log_prob(θ, φ; stored chain)      log ρ = ℓ_new − ℓ_old
+//!     L = L_clip(log ρ, normalised A) − c_H·mean H + c_V·½·mean (V_ψ(s) − R)²
+//!     one AdamW step each for θ, φ (after the value warm-up) and ψ, gradients clipped;
+//!     stop the iteration once approx KL > target_kl.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::critic::init_encoder_from_actor;
+use super::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
+use super::onpolicy::{ChunkSample, OnPolicyTrajectory};
+use super::ppo::{clip_gradients, clipped_surrogate, gae, normalize_advantages, PpoSettings, RunningReturnScale};
+use super::trajectory::Trajectory;
+use super::value::ValueNet;
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use crate::policy::checkpoint::{self, Weights};
+use crate::policy::{FlowPolicy, ObsBatch};
+use rldt_datasets::random::SplitMix64;
+
+/// The `reinflow` section of a fine-tuning config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinflowSettings {
+    pub chain: NoisyChainSettings,
+    pub ppo: PpoSettings,
+}
+
+/// Means over an iteration's minibatch steps (`ppo/*` metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PpoStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    pub entropy: f64,
+    pub approx_kl: f64,
+    pub clip_fraction: f64,
+    pub ratio: f64,
+    pub noise_std: f64,
+    pub actor_grad_norm: f64,
+    pub value_grad_norm: f64,
+    pub advantage_std: f64,
+    pub value_mean: f64,
+    pub return_scale: f64,
+}
+
+/// Counters saved with a checkpoint beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinflowCounters {
+    pub actor_optimizer_steps: i64,
+    pub noise_optimizer_steps: i64,
+    pub value_optimizer_steps: i64,
+    pub return_scale: RunningReturnScale,
+}
+
+pub struct Reinflow {
+    pub actor_vs: nn::VarStore,
+    pub actor: FlowPolicy,
+    pub noise_vs: nn::VarStore,
+    pub noise: NoiseNet,
+    pub value_vs: nn::VarStore,
+    pub value: ValueNet,
+    actor_optimizer: AdamW,
+    noise_optimizer: AdamW,
+    value_optimizer: AdamW,
+    pub settings: ReinflowSettings,
+    pub return_scale: RunningReturnScale,
+}
+
+pub const NOISE_FILE: &str = "noise.safetensors";
+pub const VALUE_FILE: &str = "value.safetensors";
+pub const ACTOR_OPTIMIZER_FILE: &str = "actor_optimizer.safetensors";
+pub const NOISE_OPTIMIZER_FILE: &str = "noise_optimizer.safetensors";
+pub const VALUE_OPTIMIZER_FILE: &str = "value_optimizer.safetensors";
+
+impl Reinflow {
+    /// The actor from the pretrained checkpoint's EMA weights (its K set to K'), a fresh noise
+    /// network, V's encoder initialised from the actor's.
+    pub fn new(pretrained: &Path, settings: &ReinflowSettings, device: Device) -> Result<Self> {
+        let (actor_vs, mut actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        actor.set_denoising_steps(settings.chain.denoising_steps);
+        let spec = actor.spec().clone();
+        let noise_vs = nn::VarStore::new(device);
+        let noise = NoiseNet::new(&noise_vs.root(), actor.condition_dim(), actor.action_numbers(), &settings.chain);
+        let value_vs = nn::VarStore::new(device);
+        let value = ValueNet::new(&value_vs.root(), &spec, &settings.ppo.value_hidden)
+            .map_err(crate::policy::PolicyError::from)?;
+        init_encoder_from_actor(&value_vs, &actor_vs)
+            .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
+        Ok(Self {
+            actor_optimizer: AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0),
+            noise_optimizer: AdamW::new(&noise_vs, 0.9, 0.999, 1e-8, 0.0),
+            value_optimizer: AdamW::new(&value_vs, 0.9, 0.999, 1e-8, 0.0),
+            actor_vs,
+            actor,
+            noise_vs,
+            noise,
+            value_vs,
+            value,
+            settings: settings.clone(),
+            return_scale: RunningReturnScale::default(),
+        })
+    }
+
+    /// One noisy chunk per state of `obs`: the chunks [B, D] and per state the chain, ℓ_old
+    /// and V_old(s).
+    pub fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
+        tch::no_grad(|| {
+            let cond = self.actor.condition(obs, false);
+            let chain = sample_noisy_chain(&self.actor, &self.noise, &cond, &self.settings.chain);
+            let (log_prob, _) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.settings.chain);
+            let values = self.value.forward_t(obs, false);
+            let b = cond.size()[0];
+            let per_state: Vec<f32> =
+                chain.permute([1, 0, 2]).reshape([b, -1]).to_device(Device::Cpu).view([-1]).try_into().expect("f32");
+            let log_probs: Vec<f32> = log_prob.to_device(Device::Cpu).try_into().expect("f32");
+            let values: Vec<f32> = values.to_device(Device::Cpu).try_into().expect("f32");
+            let width = per_state.len() / b as usize;
+            let samples = (0..b as usize)
+                .map(|i| ChunkSample {
+                    executed: Vec::new(),
+                    replay: per_state[i * width..(i + 1) * width].to_vec(),
+                    log_prob: log_probs[i],
+                    value: values[i],
+                })
+                .collect();
+            (chain.get(self.settings.chain.denoising_steps), samples)
+        })
+    }
+
+    /// The iteration's update on every chunk of `trajectories`; `train_actor` false during the
+    /// value warm-up. `rng` shuffles the minibatches. One [`PpoStats`] per minibatch step
+    /// (fewer than epochs × minibatches when the KL stop fired).
+    pub fn update(
+        &mut self,
+        trajectories: &[OnPolicyTrajectory],
+        iteration: usize,
+        train_actor: bool,
+        rng: &mut SplitMix64,
+    ) -> Result<Vec<PpoStats>> {
+        let ppo = self.settings.ppo.clone();
+        let device = self.actor.device();
+        // Rewards scaled, V(s_T) for the bootstrap, GAE per trajectory.
+        let raw: Vec<&[f32]> = trajectories.iter().map(|t| t.trajectory.raw_rewards.as_slice()).collect();
+        let scale = if ppo.reward_scale_running { self.return_scale.update(&raw, ppo.gamma) } else { 1.0 };
+        let last: Vec<(&Trajectory, usize)> = trajectories.iter().map(|t| (&t.trajectory, t.chunks())).collect();
+        let bootstrap: Vec<f32> = tch::no_grad(|| self.value.forward_t(&Trajectory::states(&last, device), false))
+            .to_device(Device::Cpu)
+            .try_into()
+            .expect("f32");
+        let mut samples: Vec<(usize, usize)> = Vec::new();
+        let (mut advantages, mut targets) = (Vec::new(), Vec::new());
+        for (n, t) in trajectories.iter().enumerate() {
+            let rewards: Vec<f32> = t.trajectory.raw_rewards.iter().map(|r| (*r as f64 / scale) as f32).collect();
+            let mut values = t.values.clone();
+            values.push(bootstrap[n]);
+            let terminal = vec![false; t.chunks()];
+            let (a, r) = gae(&rewards, &values, &terminal, ppo.gamma, ppo.gae_lambda);
+            advantages.extend(a);
+            targets.extend(r);
+            samples.extend((0..t.chunks()).map(|c| (n, c)));
+        }
+
+        let mut stats = Vec::new();
+        let actor_lr = ppo.actor_lr.at(iteration);
+        let value_lr = ppo.value_lr.at(iteration);
+        let k = self.settings.chain.denoising_steps;
+        let d = self.actor.action_numbers();
+        'epochs: for _ in 0..ppo.update_epochs {
+            let mut order: Vec<usize> = (0..samples.len()).collect();
+            rng.shuffle(&mut order);
+            for minibatch in order.chunks(ppo.minibatch_size.max(1)) {
+                let pairs: Vec<(&Trajectory, usize)> =
+                    minibatch.iter().map(|&i| (&trajectories[samples[i].0].trajectory, samples[i].1)).collect();
+                let obs = Trajectory::states(&pairs, device);
+                let chains: Vec<f32> = minibatch
+                    .iter()
+                    .flat_map(|&i| trajectories[samples[i].0].replay[samples[i].1].iter().copied())
+                    .collect();
+                let b = minibatch.len() as i64;
+                let chain = Tensor::from_slice(&chains).view([b, k + 1, d]).permute([1, 0, 2]).to_device(device);
+                let pick = |v: &[f32]| {
+                    Tensor::from_slice(&minibatch.iter().map(|&i| v[i]).collect::<Vec<f32>>()).to_device(device)
+                };
+                let old_log_prob = Tensor::from_slice(
+                    &minibatch
+                        .iter()
+                        .map(|&i| trajectories[samples[i].0].log_probs[samples[i].1])
+                        .collect::<Vec<f32>>(),
+                )
+                .to_device(device);
+                let (batch_advantages, batch_targets) = (pick(&advantages), pick(&targets));
+
+                let cond = self.actor.condition(&obs, ppo.augment);
+                let (log_prob, entropy) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.settings.chain);
+                let normalized = normalize_advantages(&batch_advantages);
+                let surrogate = clipped_surrogate(&(log_prob - &old_log_prob), &normalized, ppo.clip_ratio);
+                let values = self.value.forward_t(&obs, ppo.augment);
+                let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
+                let entropy_mean = entropy.mean(Kind::Float);
+                let loss = if train_actor {
+                    &surrogate.loss - &entropy_mean * ppo.entropy_coef + &value_loss * ppo.value_coef
+                } else {
+                    &value_loss * ppo.value_coef
+                };
+                let loss_value = loss.double_value(&[]);
+                if !loss_value.is_finite() {
+                    return Err(Error::NonFinite {
+                        step: iteration as i64,
+                        what: "ReinFlow loss".into(),
+                        value: loss_value,
+                        checkpoints: Default::default(),
+                    });
+                }
+                self.actor_optimizer.zero_grad();
+                self.noise_optimizer.zero_grad();
+                self.value_optimizer.zero_grad();
+                loss.backward();
+                let mut actor_params = self.actor_vs.trainable_variables();
+                actor_params.extend(self.noise_vs.trainable_variables());
+                let actor_grad_norm = if train_actor { clip_gradients(&actor_params, ppo.max_grad_norm) } else { 0.0 };
+                let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
+                if train_actor {
+                    self.actor_optimizer.step(actor_lr);
+                    self.noise_optimizer.step(actor_lr);
+                }
+                self.value_optimizer.step(value_lr);
+                let noise_std =
+                    tch::no_grad(|| self.noise.std(&cond.detach(), 0.0).mean(Kind::Float).double_value(&[]));
+                stats.push(PpoStats {
+                    policy_loss: surrogate.loss.double_value(&[]),
+                    value_loss: value_loss.double_value(&[]),
+                    entropy: entropy_mean.double_value(&[]),
+                    approx_kl: surrogate.approx_kl,
+                    clip_fraction: surrogate.clip_fraction,
+                    ratio: surrogate.ratio_mean,
+                    noise_std,
+                    actor_grad_norm,
+                    value_grad_norm,
+                    advantage_std: batch_advantages.std(true).double_value(&[]),
+                    value_mean: values.mean(Kind::Float).double_value(&[]),
+                    return_scale: scale,
+                });
+                if train_actor && ppo.target_kl.is_some_and(|kl| surrogate.approx_kl > kl) {
+                    break 'epochs;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Writes every network and optimizer state into `dir` (a pending checkpoint). The
+    /// actor's `policy.json` carries K', so `eval` runs the policy as ReinFlow evaluates it.
+    pub fn save(&self, dir: &Path) -> Result<ReinflowCounters> {
+        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
+        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::save_weights(&self.noise_vs, &dir.join(NOISE_FILE))?;
+        checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;
+        self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;
+        self.noise_optimizer.save(&dir.join(NOISE_OPTIMIZER_FILE))?;
+        self.value_optimizer.save(&dir.join(VALUE_OPTIMIZER_FILE))?;
+        Ok(ReinflowCounters {
+            actor_optimizer_steps: self.actor_optimizer.steps_taken(),
+            noise_optimizer_steps: self.noise_optimizer.steps_taken(),
+            value_optimizer_steps: self.value_optimizer.steps_taken(),
+            return_scale: self.return_scale.clone(),
+        })
+    }
+
+    /// Restores what [`save`](Self::save) wrote.
+    pub fn load(&mut self, dir: &Path, counters: ReinflowCounters) -> Result<()> {
+        checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::load_weights(&mut self.noise_vs, &dir.join(NOISE_FILE))?;
+        checkpoint::load_weights(&mut self.value_vs, &dir.join(VALUE_FILE))?;
+        self.actor_optimizer.load(&dir.join(ACTOR_OPTIMIZER_FILE), counters.actor_optimizer_steps)?;
+        self.noise_optimizer.load(&dir.join(NOISE_OPTIMIZER_FILE), counters.noise_optimizer_steps)?;
+        self.value_optimizer.load(&dir.join(VALUE_OPTIMIZER_FILE), counters.value_optimizer_steps)?;
+        self.return_scale = counters.return_scale;
+        Ok(())
+    }
+}
