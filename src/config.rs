@@ -143,17 +143,17 @@ mod tests {
     #[test]
     fn committed_finetune_configs_are_complete_and_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/finetune");
-        for name in [
-            "square.json",
-            "square_cpu.json",
-            "transport.json",
-            "lift_cpu.json",
-            "square_demo.json",
-            "lift_lowdim.json",
-            "lift_lowdim_paper_weights.json",
-        ] {
-            finetune::FinetuneConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let loaded = match finetune::Algorithm::of_file(&path).unwrap_or_else(|e| panic!("{e}")) {
+                finetune::Algorithm::Rldt => finetune::FinetuneConfig::load(&path).map(|_| ()),
+                finetune::Algorithm::Reinflow => finetune::ReinflowConfig::load(&path).map(|_| ()),
+            };
+            loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
         }
+        assert!(seen >= 9, "{seen} configs");
         let mut config = finetune::FinetuneConfig::load(&dir.join("square.json")).unwrap();
         config.schedule.replay_trajectories = 10;
         assert!(config.validate().unwrap_err().contains("schedule.replay_trajectories"));

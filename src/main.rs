@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Bench, Cli, Command};
 use rldt_vision::collect::{CollectOptions, CollectSummary};
+use rldt_vision::config::finetune::Algorithm;
 use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
@@ -49,10 +50,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Finetune(args) => {
             let threads = set_threads(args.run.threads);
-            let options = args.options()?;
-            announce("finetune", options.device, threads, &options.run_dir);
-            let to_file = options.recording.is_none();
-            let summary = rldt_vision::train::finetune::finetune(options)?;
+            let (summary, to_file) = match args.algorithm()? {
+                Algorithm::Rldt => {
+                    let options = args.options()?;
+                    announce("finetune", options.device, threads, &options.run_dir);
+                    let to_file = options.recording.is_none();
+                    (rldt_vision::train::finetune::finetune(options)?, to_file)
+                }
+                Algorithm::Reinflow => {
+                    let options = args.reinflow_options()?;
+                    announce("finetune (reinflow)", options.device, threads, &options.run_dir);
+                    (rldt_vision::train::reinflow::finetune_reinflow(options)?, false)
+                }
+            };
             print_run_outputs(&summary.run_dir, &summary.checkpoint);
             if to_file {
                 let (file, dir) = (summary.recording.display(), summary.run_dir.display());

@@ -1,19 +1,47 @@
-//! The fine-tuning config (`configs/finetune/*.json`, docs/algorithm.md §3–§7): every setting
-//! explicit, `deny_unknown_fields`, relations checked with the field named. The policy's
-//! architecture (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint.
+//! The fine-tuning configs (`configs/finetune/*.json`): every setting explicit,
+//! `deny_unknown_fields`, relations checked with the field named. The policy's architecture
+//! (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint. The top-level
+//! `algorithm` field picks the config type: `rldt` ([`FinetuneConfig`], docs/algorithm.md
+//! §3–§7) or `reinflow` ([`ReinflowConfig`], docs/baselines.md); [`Algorithm::of_file`] reads
+//! it first.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use crate::rl::actor::{ActorObjective, ActorSettings, ReferencePolicy};
 pub use crate::rl::critic::CriticSettings;
 use crate::sim::Task;
 
+/// The fine-tuning algorithm of a config (its top-level `algorithm` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// RLDT: SVGD transport through a† (or its `delta` ablation), docs/algorithm.md.
+    Rldt,
+    /// ReinFlow: PPO over a noise-injected Euler chain, docs/baselines.md.
+    Reinflow,
+}
+
+impl Algorithm {
+    /// The `algorithm` field of a config file, named in the error when absent or unknown.
+    pub fn of_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io_at(path))?;
+        let config_error = |message: String| Error::Config { file: path.into(), message };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| config_error(e.to_string()))?;
+        let field = value
+            .get("algorithm")
+            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow)".into()))?;
+        serde_json::from_value(field.clone()).map_err(|e| config_error(format!("field `algorithm`: {e}")))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneConfig {
+    /// `rldt`.
+    pub algorithm: Algorithm,
     pub name: String,
     pub seed: u64,
     /// Pretraining run or checkpoint directory (`--pretrained` overrides); its EMA weights
@@ -121,7 +149,8 @@ impl FinetuneConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
         let d = self.recording.view_3d_dims;
-        let checks: [(bool, &str, String); 18] = [
+        let checks: [(bool, &str, String); 19] = [
+            (self.algorithm == Algorithm::Rldt, "algorithm", "must be `rldt` for this config type".into()),
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
             (
@@ -166,6 +195,97 @@ impl FinetuneConfig {
                 d[0] != d[1] && d[1] != d[2] && d[0] != d[2],
                 "recording.view_3d_dims",
                 "three different action numbers".into(),
+            ),
+            (
+                self.checkpoint.every >= 1 && self.checkpoint.keep >= 1,
+                "checkpoint.every",
+                "every and keep must be ≥ 1".into(),
+            ),
+        ];
+        super::first_failure(checks)
+    }
+}
+
+/// A ReinFlow fine-tuning config (docs/baselines.md): the sections shared with RLDT (`env`,
+/// `evaluation`, `checkpoint`), its own rollout and schedule, and `reinflow`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinflowConfig {
+    /// `reinflow`.
+    pub algorithm: Algorithm,
+    pub name: String,
+    pub seed: u64,
+    /// Pretraining run or checkpoint directory (`--pretrained` overrides); its EMA weights
+    /// are loaded.
+    pub pretrained: PathBuf,
+    pub env: EnvSettings,
+    pub rollout: OnPolicyRolloutSettings,
+    pub schedule: OnPolicySchedule,
+    pub evaluation: EvaluationSettings,
+    pub reinflow: crate::rl::reinflow::ReinflowSettings,
+    pub checkpoint: CheckpointSettings,
+}
+
+/// Rollouts of an on-policy iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnPolicyRolloutSettings {
+    /// Parallel simulator workers (authors' config: 64).
+    pub envs: usize,
+    /// Full-length episodes per env per iteration (authors': 200 chunks × 4 steps = 2 Square
+    /// episodes of 400 steps).
+    pub episodes_per_env: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnPolicySchedule {
+    pub iterations: usize,
+    /// Iteration 0 and every `eval_every`-th are evaluation only (as RLDT's).
+    pub eval_every: usize,
+}
+
+impl ReinflowConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        super::load_validated(path, Self::validate)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (chain, ppo) = (&self.reinflow.chain, &self.reinflow.ppo);
+        let [std_min, std_max] = chain.noise_std;
+        let [lp_min, lp_max] = chain.log_prob_clip;
+        let checks: [(bool, &str, String); 13] = [
+            (self.algorithm == Algorithm::Reinflow, "algorithm", "must be `reinflow` for this config type".into()),
+            (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
+            (self.env.horizon >= 1, "env.horizon", "must be ≥ 1".into()),
+            (
+                self.rollout.envs >= 1 && self.rollout.episodes_per_env >= 1,
+                "rollout.envs",
+                "envs and episodes_per_env must be ≥ 1".into(),
+            ),
+            (
+                self.schedule.iterations >= 1 && self.schedule.eval_every >= 1,
+                "schedule.iterations",
+                "iterations and eval_every must be ≥ 1".into(),
+            ),
+            (self.evaluation.episodes >= 1, "evaluation.episodes", "must be ≥ 1".into()),
+            (chain.denoising_steps >= 1, "reinflow.chain.denoising_steps", "must be ≥ 1".into()),
+            (0.0 < std_min && std_min <= std_max, "reinflow.chain.noise_std", "needs 0 < σ_min ≤ σ_max".into()),
+            (lp_min < lp_max, "reinflow.chain.log_prob_clip", "needs min < max".into()),
+            (
+                (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.gae_lambda),
+                "reinflow.ppo.gamma",
+                "gamma and gae_lambda must be in [0, 1]".into(),
+            ),
+            (
+                ppo.update_epochs >= 1 && ppo.minibatch_size >= 2,
+                "reinflow.ppo.update_epochs",
+                "update_epochs ≥ 1 and minibatch_size ≥ 2".into(),
+            ),
+            (
+                ppo.clip_ratio > 0.0 && ppo.max_grad_norm > 0.0,
+                "reinflow.ppo.clip_ratio",
+                "clip_ratio and max_grad_norm must be > 0".into(),
             ),
             (
                 self.checkpoint.every >= 1 && self.checkpoint.keep >= 1,

@@ -38,11 +38,11 @@ use rldt_datasets::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::finetune::{FinetuneConfig, ScheduleSettings};
+use crate::config::finetune::{Algorithm, EnvSettings, FinetuneConfig, ReinflowConfig, ScheduleSettings};
 use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
-use crate::eval::{wilson_interval, EvalReport};
 use crate::policy::checkpoint;
+use crate::policy::PolicySpec;
 use crate::rl::actor::ActorStats;
 use crate::rl::replay::Replay;
 use crate::rl::rldt::{CriticStats, Rldt, RldtCounters};
@@ -50,6 +50,7 @@ use crate::rl::rollout::{collect_round, RoundOutcome, Sampling};
 use crate::rl::trajectory::Trajectory;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 use crate::sim::{SimConfig, Task, VecEnv};
+use crate::train::evaluation::{evaluate, EvaluationContext, EvaluationPoint};
 use crate::train::metrics::{field_means, named, Metrics, MetricsLog};
 use crate::train::RunFlags;
 use crate::viz::finetune::FinetuneRecording;
@@ -70,7 +71,8 @@ pub struct FinetuneOptions {
 pub struct FinetuneArgs {
     #[arg(long, value_enum)]
     pub task: Task,
-    /// Fine-tuning config (default configs/finetune/<task>.json: the paper's settings).
+    /// Fine-tuning config (default configs/finetune/<task>.json: the paper's settings); its
+    /// `algorithm` field picks RLDT or ReinFlow.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Pretraining run or checkpoint directory, overriding the config's `pretrained`.
@@ -89,28 +91,68 @@ pub struct FinetuneArgs {
 }
 
 impl FinetuneArgs {
-    /// The run these flags ask for. A new run loads the config (refusing one for another
-    /// task) and applies `--pretrained`; `--resume` with `--run-dir` uses the run's own
-    /// config.json.
+    fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| format!("configs/finetune/{}.json", self.task.name()).into())
+    }
+
+    fn resuming_a_run(&self) -> Option<&PathBuf> {
+        self.run.run_dir.as_ref().filter(|_| self.run.resume)
+    }
+
+    /// The algorithm of the run: the resumed run's `config.json`, else the config file's.
+    pub fn algorithm(&self) -> Result<Algorithm> {
+        match self.resuming_a_run() {
+            Some(dir) => Algorithm::of_file(&dir.join("config.json")),
+            None => Algorithm::of_file(&self.config_path()),
+        }
+    }
+
+    /// A config of type `C` from `--config` (refusing one for another task, applying
+    /// `--pretrained`), or None when resuming a run (its own config.json is used).
+    fn load_config<C>(
+        &self,
+        load: impl Fn(&std::path::Path) -> Result<C>,
+        task_and_pretrained: impl Fn(&mut C) -> (Task, &mut PathBuf),
+    ) -> Result<Option<C>> {
+        if self.resuming_a_run().is_some() {
+            return Ok(None);
+        }
+        let path = self.config_path();
+        let mut config = load(&path)?;
+        let (task, pretrained) = task_and_pretrained(&mut config);
+        if task != self.task {
+            let message = format!("field `env.task` is {:?}, but --task {}", task, self.task.name());
+            return Err(Error::Config { file: path, message });
+        }
+        if let Some(p) = &self.pretrained {
+            *pretrained = p.clone();
+        }
+        Ok(Some(config))
+    }
+
+    fn run_dir(&self, name: Option<&str>) -> PathBuf {
+        self.run.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or("finetune")))
+    }
+
+    /// The RLDT run these flags ask for.
     pub fn options(&self) -> Result<FinetuneOptions> {
         let recording = Sink::from_flags(&self.viewer, self.no_record).map_err(Error::Usage)?;
-        let path = self.config.clone().unwrap_or_else(|| format!("configs/finetune/{}.json", self.task.name()).into());
-        let config = if self.run.resume && self.run.run_dir.is_some() {
-            None
-        } else {
-            let mut config = FinetuneConfig::load(&path)?;
-            if config.env.task != self.task {
-                let message = format!("field `env.task` is {:?}, but --task {}", config.env.task, self.task.name());
-                return Err(Error::Config { file: path, message });
-            }
-            if let Some(pretrained) = &self.pretrained {
-                config.pretrained = pretrained.clone();
-            }
-            Some(config)
-        };
-        let name = config.as_ref().map_or("finetune", |c| c.name.as_str());
-        let run_dir = self.run.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+        let config = self.load_config(FinetuneConfig::load, |c| (c.env.task, &mut c.pretrained))?;
+        let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
         Ok(FinetuneOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume, recording })
+    }
+
+    /// The ReinFlow run these flags ask for (it records metrics and evaluations, no rerun
+    /// recording).
+    pub fn reinflow_options(&self) -> Result<crate::train::reinflow::ReinflowOptions> {
+        let config = self.load_config(ReinflowConfig::load, |c| (c.env.task, &mut c.pretrained))?;
+        let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
+        Ok(crate::train::reinflow::ReinflowOptions {
+            config,
+            run_dir,
+            device: self.run.device.resolve()?,
+            resume: self.run.resume,
+        })
     }
 }
 
@@ -136,48 +178,7 @@ pub struct FinetuneSummary {
     pub evaluations: Vec<EvaluationPoint>,
 }
 
-/// One in-run evaluation (`eval/*` metrics; in full, with every episode, in
-/// `evaluations/iteration_<i>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvaluationPoint {
-    pub iteration: usize,
-    /// Training env steps before it (evaluation steps are not counted).
-    pub env_steps: usize,
-    pub episodes: usize,
-    pub successes: usize,
-    pub success_rate: f64,
-    /// 95% Wilson interval.
-    pub success_rate_low: f64,
-    pub success_rate_high: f64,
-}
-
-impl EvaluationPoint {
-    fn of(iteration: usize, env_steps: usize, round: &RoundOutcome) -> Self {
-        let [low, high] = wilson_interval(round.successes, round.episodes);
-        EvaluationPoint {
-            iteration,
-            env_steps,
-            episodes: round.episodes,
-            successes: round.successes,
-            success_rate: round.successes as f64 / round.episodes.max(1) as f64,
-            success_rate_low: low,
-            success_rate_high: high,
-        }
-    }
-}
-
 const STATE_FILE: &str = "finetune_state.json";
-
-/// The file of one in-run evaluation.
-#[derive(Debug, Serialize)]
-struct InRunEvaluation {
-    #[serde(flatten)]
-    point: EvaluationPoint,
-    first_seed: u64,
-    /// Steps per episode (full-length episodes; success = any successful step).
-    horizon: usize,
-    report: EvalReport,
-}
 
 /// A training round's metrics (`rollout/*`).
 #[derive(Debug, Default, Serialize)]
@@ -249,6 +250,14 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let mut replay = Replay::new(schedule.replay_trajectories);
     let mut evaluations = Vec::new();
     let progress = progress_bar(schedule.iterations, run.start_iteration);
+    let run_dir = run.run_dir.clone();
+    let evaluation = EvaluationContext {
+        run_dir: &run_dir,
+        pretrained: &config.pretrained,
+        task: config.env.task,
+        horizon: config.env.horizon,
+        settings: &config.evaluation,
+    };
     for iteration in run.start_iteration..schedule.iterations {
         let mut rng = SplitMix64::stream(config.seed, iteration as u64);
         tch::manual_seed((rng.next_u64() >> 1) as i64);
@@ -263,10 +272,7 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
         let started = Instant::now();
         let steps_before = run.env_steps;
         let round = if eval_only {
-            let seeds = consecutive_seeds(config.evaluation.first_seed, config.evaluation.episodes);
-            let round = collect_round(&mut run.envs, &run.rldt.actor, &seeds, Sampling::Evaluate)?;
-            let point = EvaluationPoint::of(iteration, steps_before, &round);
-            run.write_evaluation(&point, &round, started.elapsed().as_secs_f64())?;
+            let (point, round) = evaluate(&mut run.envs, &run.rldt.actor, iteration, steps_before, &evaluation)?;
             evaluations.push(point);
             round
         } else {
@@ -393,7 +399,20 @@ fn at(iteration: usize, run: &Run) -> impl Fn(Error) -> Error {
     }
 }
 
-fn progress_bar(iterations: usize, start: usize) -> ProgressBar {
+/// The fine-tuning workers: the policy's cameras at its image size, full-length episodes (the
+/// success mask or the sparse rewards handle the steps after success).
+pub(crate) fn open_workers(env: &EnvSettings, spec: &PolicySpec, workers: usize) -> Result<VecEnv> {
+    let cameras = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
+    let mut sim = SimConfig::for_task(env.task, cameras, spec.image_size.max(1) as usize);
+    sim.horizon = env.horizon;
+    sim.stop_on_success = false;
+    sim.mujoco_gl = env.mujoco_gl.clone();
+    sim.init_timeout_s = env.init_timeout_s;
+    sim.step_timeout_s = env.step_timeout_s;
+    VecEnv::new(&sim, workers).map_err(|e| Error::Sim(Box::new(e)))
+}
+
+pub(crate) fn progress_bar(iterations: usize, start: usize) -> ProgressBar {
     let progress = ProgressBar::new(iterations as u64).with_position(start as u64);
     progress.set_style(
         ProgressStyle::with_template(
@@ -454,15 +473,7 @@ fn open(options: &FinetuneOptions) -> Result<Run> {
     let spec = rldt.actor.spec().clone();
     let recording = FinetuneRecording::new(recorder, &config.recording, &spec, &run_dir)?;
 
-    // Workers: full-length episodes (the success mask handles the steps after success).
-    let cameras = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
-    let mut sim = SimConfig::for_task(config.env.task, cameras, spec.image_size.max(1) as usize);
-    sim.horizon = config.env.horizon;
-    sim.stop_on_success = false;
-    sim.mujoco_gl = config.env.mujoco_gl.clone();
-    sim.init_timeout_s = config.env.init_timeout_s;
-    sim.step_timeout_s = config.env.step_timeout_s;
-    let envs = VecEnv::new(&sim, config.rollout.envs).map_err(|e| Error::Sim(Box::new(e)))?;
+    let envs = open_workers(&config.env, &spec, config.rollout.envs)?;
     Ok(Run {
         config,
         run_dir,
@@ -490,34 +501,6 @@ impl Run {
         write_atomic(&pending.path(STATE_FILE), text.as_bytes())?;
         self.last_checkpoint = Some(pending.commit(self.config.checkpoint.keep)?);
         Ok(())
-    }
-
-    /// `evaluations/iteration_<i>.json`: the evaluation in full, as `eval` reports it. Its
-    /// weights: the pretrained EMA weights at iteration 0, else the actor's after iteration
-    /// i − 1, which the checkpoint `step_<i>` holds when one is written there.
-    fn write_evaluation(&self, point: &EvaluationPoint, round: &RoundOutcome, seconds: f64) -> Result<()> {
-        let (checkpoint, weights) = match point.iteration {
-            0 => (checkpoint::resolve(&self.config.pretrained)?, "ema"),
-            i => (run_dir::checkpoints_dir(&self.run_dir).join(run_dir::step_name(i as i64)), "online"),
-        };
-        let report = EvalReport::of(
-            checkpoint,
-            weights,
-            self.config.env.task,
-            round.per_episode.clone(),
-            round.env_steps,
-            seconds,
-        );
-        let file = InRunEvaluation {
-            point: point.clone(),
-            first_seed: self.config.evaluation.first_seed,
-            horizon: self.config.env.horizon,
-            report,
-        };
-        let dir = self.run_dir.join("evaluations");
-        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-        let path = dir.join(format!("iteration_{:05}.json", point.iteration));
-        write_atomic(&path, serde_json::to_string_pretty(&file).expect("evaluation serialises").as_bytes())
     }
 
     fn finish(self, evaluations: Vec<EvaluationPoint>, resumed: bool) -> Result<FinetuneSummary> {

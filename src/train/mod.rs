@@ -1,10 +1,12 @@
 //! Training loops, each written out top to bottom in its own file, and the small pieces they
 //! share: the batch loader thread, the metrics log (EMA weights: `optim::ema`).
 
+pub mod evaluation;
 pub mod finetune;
 pub mod loader;
 pub mod metrics;
 pub mod pretrain;
+pub mod reinflow;
 
 use std::path::PathBuf;
 

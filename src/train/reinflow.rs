@@ -1,0 +1,183 @@
+//! ReinFlow fine-tuning against simulation rollouts (docs/baselines.md), the same shape as
+//! RLDT's loop (`train::finetune`):
+//!
+//! ```text
+//! for iteration i:
+//!     if i is an evaluation iteration (0 and every eval_every-th):
+//!         evaluate the actor on the fixed evaluation seeds (plain K'-step ODE, as `eval`)
+//!     else:
+//!         round ← on-policy round: noisy chains, ℓ_old, V_old per chunk
+//!         update: GAE, then PPO epochs over the round's chunks (value only during the
+//!                 first `value_warmup_iterations` training iterations)
+//!     metrics, checkpoint
+//! ```
+//!
+//! Seeding as RLDT's: iteration i draws `SplitMix64::stream(seed, i)`; its first number seeds
+//! libtorch's RNG (chain noise, augmentation), the rest shuffle the minibatches. Training
+//! episodes use seeds `seed·1,000,003 + i·10,000 + e`. Resume restarts after the last
+//! checkpoint with every network, optimizer and the running return scale restored.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rldt_datasets::random::SplitMix64;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::evaluation::{evaluate, EvaluationContext};
+use super::finetune::{open_workers, progress_bar, FinetuneSummary};
+use super::metrics::{field_means, named, MetricsLog};
+use crate::config::finetune::ReinflowConfig;
+use crate::episodes::consecutive_seeds;
+use crate::error::{io_at, Error, Result};
+use crate::policy::checkpoint;
+use crate::rl::onpolicy::collect_on_policy_round;
+use crate::rl::reinflow::{Reinflow, ReinflowCounters};
+use crate::run_dir::{self, write_atomic, PendingCheckpoint};
+
+pub struct ReinflowOptions {
+    pub config: Option<ReinflowConfig>,
+    pub run_dir: PathBuf,
+    pub device: Device,
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinflowState {
+    /// Iterations completed.
+    pub iteration: usize,
+    pub env_steps: usize,
+    /// Training (non-evaluation) iterations completed, for the value warm-up.
+    pub training_iterations: usize,
+    pub counters: ReinflowCounters,
+}
+
+const STATE_FILE: &str = "reinflow_state.json";
+
+/// A training round's metrics (`rollout/*`).
+#[derive(Debug, Default, Serialize)]
+struct RoundStats {
+    success_rate: f64,
+    episodes: usize,
+    worker_failures: usize,
+}
+
+/// Seconds of the iteration's phases and the minibatch steps taken (`time/*`, `ppo/*`).
+#[derive(Debug, Default, Serialize)]
+struct PhaseTimes {
+    rollout_s: f64,
+    update_s: f64,
+}
+
+pub fn finetune_reinflow(options: ReinflowOptions) -> Result<FinetuneSummary> {
+    // The run directory, the networks (resumed from the latest checkpoint) and the workers.
+    let run_dir = options.run_dir.clone();
+    let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
+    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), ReinflowConfig::load)?;
+    std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
+    let config_path = run_dir.join("config.json");
+    write_atomic(&config_path, serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;
+    let pretrained = checkpoint::resolve(&config.pretrained)?;
+    checkpoint::require_single_frame(&pretrained)?;
+    tch::manual_seed(config.seed as i64);
+    let mut learner = Reinflow::new(&pretrained, &config.reinflow, options.device)?;
+    let (mut start, mut env_steps, mut training_iterations) = (0, 0, 0);
+    if let (true, Some(dir)) = (options.resume, &latest) {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
+        let state: ReinflowState =
+            serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", path.display())))?;
+        learner.load(dir, state.counters)?;
+        (start, env_steps, training_iterations) = (state.iteration, state.env_steps, state.training_iterations);
+        eprintln!("[reinflow] resuming {}: iterations {start}.. remain", dir.display());
+    }
+    let mut metrics_log = MetricsLog::open(&run_dir, options.resume.then_some(start as i64 - 1))?;
+    let mut envs = open_workers(&config.env, learner.actor.spec(), config.rollout.envs)?;
+    let evaluation = EvaluationContext {
+        run_dir: &run_dir,
+        pretrained: &config.pretrained,
+        task: config.env.task,
+        horizon: config.env.horizon,
+        settings: &config.evaluation,
+    };
+    let mut evaluations = Vec::new();
+    let mut last_checkpoint = latest;
+
+    let progress = progress_bar(config.schedule.iterations, start);
+    for iteration in start..config.schedule.iterations {
+        let mut rng = SplitMix64::stream(config.seed, iteration as u64);
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        let started = Instant::now();
+        let mut metrics = Vec::new();
+        if iteration % config.schedule.eval_every == 0 {
+            // 1a. Evaluation: the plain ODE on the fixed seeds; no update.
+            progress.set_message(format!("iteration {iteration}: evaluation"));
+            let (point, _) = evaluate(&mut envs, &learner.actor, iteration, env_steps, &evaluation)?;
+            metrics.extend(
+                named("eval", &point).into_iter().filter(|(k, _)| k != "eval/iteration" && k != "eval/env_steps"),
+            );
+            metrics.extend(named("time", &PhaseTimes { rollout_s: started.elapsed().as_secs_f64(), update_s: 0.0 }));
+            evaluations.push(point);
+        } else {
+            // 1b. A training round with noisy chains, then the PPO update.
+            progress.set_message(format!("iteration {iteration}: rollouts"));
+            let first = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
+            let seeds = consecutive_seeds(first, envs.len() * config.rollout.episodes_per_env);
+            let round = collect_on_policy_round(&mut envs, &learner.actor, &seeds, |obs| Ok(learner.act(obs)))?;
+            env_steps += round.env_steps;
+            let rollout_s = started.elapsed().as_secs_f64();
+            let round_stats = RoundStats {
+                success_rate: round.successes as f64 / round.episodes.max(1) as f64,
+                episodes: round.episodes,
+                worker_failures: round.worker_failures,
+            };
+            metrics.extend(named("rollout", &round_stats));
+            if round.trajectories.is_empty() {
+                eprintln!("[reinflow] iteration {iteration}: no complete trajectory (every worker failed); skipping the update");
+            } else {
+                progress.set_message(format!("iteration {iteration}: update"));
+                let train_actor = training_iterations >= config.reinflow.ppo.value_warmup_iterations;
+                let updated = Instant::now();
+                let steps =
+                    learner.update(&round.trajectories, iteration, train_actor, &mut rng).map_err(|e| match e {
+                        Error::NonFinite { step, what, value, .. } => {
+                            Error::NonFinite { step, what, value, checkpoints: run_dir::checkpoints_dir(&run_dir) }
+                        }
+                        other => other,
+                    })?;
+                metrics.extend(field_means("ppo", &steps));
+                metrics.push(("ppo/minibatch_steps".into(), steps.len() as f64));
+                metrics.push(("ppo/actor_trained".into(), train_actor as i32 as f64));
+                let update_s = updated.elapsed().as_secs_f64();
+                metrics.extend(named("time", &PhaseTimes { rollout_s, update_s }));
+            }
+            training_iterations += 1;
+        }
+        metrics.push(("env_steps".into(), env_steps as f64));
+        metrics_log.log(iteration as i64, &metrics)?;
+        progress.inc(1);
+
+        // 2. An atomic checkpoint every `checkpoint.every` iterations and after the last.
+        let done = iteration + 1;
+        if done % config.checkpoint.every == 0 || done == config.schedule.iterations {
+            let pending = PendingCheckpoint::begin(&run_dir, done as i64)?;
+            let counters = learner.save(&pending.path(""))?;
+            let state = ReinflowState { iteration: done, env_steps, training_iterations, counters };
+            let text = serde_json::to_string_pretty(&state).expect("state serialises");
+            write_atomic(&pending.path(STATE_FILE), text.as_bytes())?;
+            last_checkpoint = Some(pending.commit(config.checkpoint.keep)?);
+        }
+    }
+    progress.finish();
+    let checkpoint = last_checkpoint.ok_or_else(|| run_error("no checkpoint was written".into()))?;
+    Ok(FinetuneSummary {
+        run_dir: run_dir.clone(),
+        checkpoint,
+        recording: PathBuf::new(),
+        iterations: config.schedule.iterations,
+        resumed_from: options.resume.then_some(start),
+        env_steps,
+        evaluations,
+    })
+}

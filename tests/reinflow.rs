@@ -1,0 +1,196 @@
+//! Tier 2: ReinFlow fine-tuning (`rldt-vision finetune` with a `reinflow` config) end to end on
+//! real robosuite rollouts, at toy scale: a policy pretrained for a few steps on synthetic
+//! 32×32 Square-schema data, one worker, 8-step episodes. Iteration 0 evaluates, iteration 1
+//! trains the value network only, iterations 2–3 train actor, noise network and value; a run
+//! killed after iteration 2 and resumed ends with the same weights and optimizer states, byte
+//! for byte, as the uninterrupted run; a diverging run stops with the step named.
+
+use std::path::{Path, PathBuf};
+
+use rldt_datasets::synthetic::{write_synthetic, SyntheticSpec};
+use rldt_vision::config::finetune::ReinflowConfig;
+use rldt_vision::config::PretrainConfig;
+use rldt_vision::train::pretrain::{pretrain, PretrainOptions};
+use rldt_vision::train::reinflow::{finetune_reinflow, ReinflowOptions};
+use serde_json::Value;
+use tch::Device;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reinflow").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny pretrained run (Square schema, synthetic data).
+fn pretrained(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch(name);
+    let data = dir.join("synthetic.hdf5");
+    write_synthetic(&data, SyntheticSpec { demos: 10, image_size: 32, seed: 1 }).unwrap();
+    let mut config = PretrainConfig::load(&root.join("configs/pretrain/synthetic_cpu.json")).unwrap();
+    config.dataset.path = data;
+    config.policy.velocity_head.hidden_dim = 64;
+    config.train.batch_size = 8;
+    config.train.steps = 4;
+    config.train.warmup_steps = 1;
+    config.train.valid_every = 4;
+    config.train.checkpoint_every = 4;
+    pretrain(PretrainOptions { config: Some(config), run_dir: dir.join("run"), device: Device::Cpu, resume: false })
+        .unwrap();
+    dir.join("run")
+}
+
+fn tiny(pretrained: &Path) -> ReinflowConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = ReinflowConfig::load(&root.join("configs/finetune/square_reinflow.json")).unwrap();
+    config.pretrained = pretrained.into();
+    config.env.horizon = 8;
+    config.rollout.envs = 1;
+    config.rollout.episodes_per_env = 2;
+    config.schedule.iterations = 4;
+    config.schedule.eval_every = 10;
+    config.evaluation.episodes = 2;
+    config.reinflow.chain.denoising_steps = 2;
+    config.reinflow.chain.noise_hidden = vec![16];
+    config.reinflow.ppo.update_epochs = 2;
+    config.reinflow.ppo.minibatch_size = 2;
+    config.reinflow.ppo.target_kl = None;
+    config.reinflow.ppo.value_hidden = vec![16];
+    config.reinflow.ppo.value_warmup_iterations = 1;
+    config.reinflow.ppo.actor_lr.lr = 1e-3;
+    config.reinflow.ppo.actor_lr.warmup_iterations = 0;
+    config.checkpoint.every = 1;
+    config.checkpoint.keep = 5;
+    config.validate().unwrap();
+    config
+}
+
+fn run(
+    config: Option<ReinflowConfig>,
+    run_dir: &Path,
+    resume: bool,
+) -> rldt_vision::Result<rldt_vision::train::finetune::FinetuneSummary> {
+    finetune_reinflow(ReinflowOptions { config, run_dir: run_dir.into(), device: Device::Cpu, resume })
+}
+
+fn metric_lines(run_dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn reinflow_runs_evaluates_and_resumes_exactly() {
+    let pretrained = pretrained("pretrained");
+    let config = tiny(&pretrained);
+    let run_dir = scratch("run");
+    let summary = run(Some(config.clone()), &run_dir, false).unwrap();
+    assert!(summary.checkpoint.ends_with("step_00000004"));
+    assert_eq!(summary.evaluations.len(), 1, "iteration 0 evaluates");
+    assert_eq!(summary.env_steps, 3 * 2 * 8, "3 training iterations × 2 episodes × 8 steps");
+    let lines = metric_lines(&run_dir);
+    let has = |key: &str, step: i64| {
+        lines.iter().any(|l| l["step"] == step && l.get(key).is_some_and(|v| v.as_f64().is_some_and(f64::is_finite)))
+    };
+    assert!(has("eval/success_rate", 0) && has("eval/success_rate_high", 0));
+    assert!(has("ppo/value_loss", 1) && lines[1]["ppo/actor_trained"] == 0.0, "iteration 1: value warm-up");
+    for key in
+        ["ppo/policy_loss", "ppo/entropy", "ppo/approx_kl", "ppo/noise_std", "rollout/success_rate", "time/update_s"]
+    {
+        assert!(has(key, 2) && has(key, 3), "{key} missing at iterations 2-3");
+    }
+    assert_eq!(lines[3]["ppo/actor_trained"], 1.0);
+    let noise_std = lines[3]["ppo/noise_std"].as_f64().unwrap();
+    assert!((0.08..=0.14).contains(&noise_std), "σ within its bounds: {noise_std}");
+
+    // The actor moved, and the checkpoint evaluates like any policy (K' = 2 in its policy.json).
+    let step =
+        |dir: &Path, n: u32, file: &str| std::fs::read(dir.join(format!("checkpoints/step_{n:08}/{file}"))).unwrap();
+    assert_ne!(step(&run_dir, 2, "policy.safetensors"), step(&run_dir, 4, "policy.safetensors"));
+    let spec: Value = serde_json::from_slice(&step(&run_dir, 4, "policy.json")).unwrap();
+    assert_eq!(spec["config"]["num_denoising_steps"], 2);
+    let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
+        checkpoint: run_dir.clone(),
+        online_weights: false,
+        task: rldt_vision::sim::Task::Square,
+        episodes: 1,
+        workers: 1,
+        seed: 100_000,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(8),
+    })
+    .unwrap();
+    assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));
+
+    // Killed after iteration 2's checkpoint: the resumed run ends where the uninterrupted one did.
+    let killed = scratch("killed");
+    std::fs::create_dir_all(killed.join("checkpoints")).unwrap();
+    for n in [1u32, 2] {
+        let name = format!("step_{n:08}");
+        let to = killed.join("checkpoints").join(&name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(run_dir.join("checkpoints").join(&name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(killed.join("checkpoints/latest"), "step_00000002").unwrap();
+    std::fs::copy(run_dir.join("config.json"), killed.join("config.json")).unwrap();
+    let kept: Vec<&str> =
+        std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
+    std::fs::write(killed.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+    let resumed = run(None, &killed, true).unwrap();
+    assert_eq!(resumed.resumed_from, Some(2));
+    assert_eq!(resumed.env_steps, summary.env_steps);
+    for file in [
+        "policy.safetensors",
+        "noise.safetensors",
+        "value.safetensors",
+        "actor_optimizer.safetensors",
+        "noise_optimizer.safetensors",
+        "value_optimizer.safetensors",
+        "reinflow_state.json",
+    ] {
+        assert!(step(&run_dir, 4, file) == step(&killed, 4, file), "{file} differs after resume");
+    }
+    let steps: Vec<i64> = metric_lines(&killed).iter().map(|l| l["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps, [0, 1, 2, 3], "one line per iteration, none repeated");
+}
+
+/// An exploding value network (learning rate 1e30) stops the run with a NonFinite error at
+/// the iteration where it happened; the last checkpoint (iteration 0's) is intact and loads.
+#[test]
+fn a_diverging_reinflow_run_stops_and_keeps_the_last_checkpoint() {
+    let pretrained = pretrained("pretrained_diverge");
+    let mut config = tiny(&pretrained);
+    config.reinflow.ppo.value_lr.lr = 1e30;
+    config.reinflow.ppo.value_lr.min_lr = 1e30;
+    config.reinflow.ppo.max_grad_norm = 1e30;
+    config.schedule.iterations = 3;
+    let run_dir = scratch("diverge");
+    let err = run(Some(config), &run_dir, false).err().expect("the run must stop");
+    let message = err.to_string();
+    assert!(matches!(err, rldt_vision::Error::NonFinite { .. }), "{message}");
+    assert!(message.contains("ReinFlow loss") && message.contains("checkpoint"), "{message}");
+    let latest = rldt_vision::run_dir::latest_checkpoint(&run_dir).unwrap().expect("iteration 0's checkpoint");
+    assert!(latest.ends_with("step_00000001"));
+    rldt_vision::policy::checkpoint::load(&latest, rldt_vision::policy::checkpoint::Weights::Online, Device::Cpu)
+        .unwrap();
+}
+
+#[test]
+fn bad_reinflow_settings_are_refused_naming_the_field() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = ReinflowConfig::load(&root.join("configs/finetune/square_reinflow.json")).unwrap();
+    config.reinflow.chain.noise_std = [0.2, 0.1];
+    assert!(config.validate().unwrap_err().contains("reinflow.chain.noise_std"));
+    let mut value: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("configs/finetune/square_reinflow.json")).unwrap())
+            .unwrap();
+    value["reinflow"]["ppo"]["clip"] = 0.2.into();
+    let err = serde_json::from_value::<ReinflowConfig>(value).unwrap_err().to_string();
+    assert!(err.contains("unknown field `clip`"), "{err}");
+}
