@@ -12,6 +12,7 @@ use rldt_vision::bench::rollout::RolloutBenchOptions;
 use rldt_vision::collect::CollectOptions;
 use rldt_vision::eval::EvalOptions;
 use rldt_vision::toy::ToyOptions;
+use rldt_vision::toy_reinflow::ToyReinflowOptions;
 use rldt_vision::train::finetune::FinetuneArgs;
 use rldt_vision::train::pretrain::PretrainArgs;
 
@@ -72,14 +73,18 @@ pub enum Command {
         threads: usize,
     },
     /// The paper's 2-D figure as an experiment: a bimodal flow policy, a two-peak Q, RLDT actor
-    /// steps with the SVGD field and with the delta ablation. Prints one JSON report per run.
+    /// steps with the SVGD field and with the delta ablation, or the ReinFlow baseline. Prints
+    /// one JSON report per run.
     Toy {
-        #[arg(long, value_delimiter = ',', default_value = "svgd,delta")]
+        /// Methods: `svgd`, `delta` (RLDT's fields), `reinflow` (`--methods` also accepted).
+        #[arg(long, alias = "methods", value_delimiter = ',', default_value = "svgd,delta")]
         fields: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
         seeds: Vec<i64>,
         #[command(flatten)]
         options: ToyOptions,
+        #[command(flatten)]
+        reinflow: ToyReinflowOptions,
         /// Each (field, seed) run records to <DIR>/<field>_seed<seed>/particles.rrd.
         #[arg(long, default_value = "runs/toy")]
         record_dir: PathBuf,

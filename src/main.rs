@@ -13,6 +13,7 @@ use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
 use rldt_vision::toy::{run_toy, ToyOptions, ToyReport};
+use rldt_vision::toy_reinflow::run_toy_reinflow;
 use rldt_vision::viz::{Recorder, Sink};
 
 /// The device, threads and run directory a training run starts with (stderr).
@@ -105,23 +106,35 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             print_eval(&options, &report, &out);
         }
-        Command::Toy { fields, seeds, options, record_dir, viewer, no_record } => {
+        Command::Toy { fields, seeds, options, reinflow, record_dir, viewer, no_record } => {
             set_threads(0);
             let check = ActorObjective { query_steps: options.query_steps.clone(), ..ActorObjective::paper() };
             let k_steps = rldt_vision::toy::toy_spec().config.num_denoising_steps;
             check.check(k_steps).map_err(|e| anyhow::anyhow!("--query-steps: {e}"))?;
             anyhow::ensure!(options.particles >= 2, "--particles must be ≥ 2, got {}", options.particles);
             let sink = Sink::from_flags(&viewer, no_record).map_err(anyhow::Error::msg)?;
-            for field in &fields {
-                let field = match field.as_str() {
+            for method in &fields {
+                let field = match method.as_str() {
                     "svgd" => FieldKind::Svgd,
                     "delta" => FieldKind::Delta,
-                    other => anyhow::bail!("--fields: unknown field `{other}` (svgd or delta)"),
+                    "reinflow" => {
+                        let reports: Vec<ToyReport> = (seeds.iter())
+                            .map(|&seed| {
+                                let (steps, lr, n) = (options.pretrain_steps, options.actor_lr, options.samples);
+                                let report = run_toy_reinflow(seed, steps, lr, n, &reinflow);
+                                println!("{}", serde_json::to_string(&report).expect("report serialises"));
+                                report
+                            })
+                            .collect();
+                        print_toy_summary(method, &reports);
+                        continue;
+                    }
+                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta or reinflow)"),
                 };
                 let reports = (seeds.iter())
                     .map(|&seed| run_toy_recorded(&ToyOptions { field, seed, ..options.clone() }, &record_dir, &sink))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                print_toy_summary(field, &reports);
+                print_toy_summary(method, &reports);
             }
         }
         Command::Inspect { path, web, web_port, check } => {
@@ -206,10 +219,10 @@ fn run_toy_recorded(
 }
 
 /// The per-field summary line over seeds (stderr).
-fn print_toy_summary(field: FieldKind, reports: &[ToyReport]) {
+fn print_toy_summary(method: &str, reports: &[ToyReport]) {
     let mean = |f: &dyn Fn(&ToyReport) -> f64| reports.iter().map(f).sum::<f64>() / reports.len().max(1) as f64;
     eprintln!(
-        "[toy] {field:?}: both modes ≥ 25% in {}/{} seeds; minority share min {:.2}, mean {:.2}; \
+        "[toy] {method}: both modes ≥ 25% in {}/{} seeds; minority share min {:.2}, mean {:.2}; \
          near a peak mean {:.3}; spread at the peaks mean {:.3}; mean Q {:.3}",
         reports.iter().filter(|r| r.minority_share() >= 0.25).count(),
         reports.len(),

@@ -53,7 +53,8 @@ pub struct CloudStats {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ToyReport {
-    pub field: FieldKind,
+    /// `svgd` or `delta` (RLDT's fields), or `reinflow` (`crate::toy_reinflow`).
+    pub method: String,
     pub seed: i64,
     /// Before fine-tuning.
     pub pretrained: CloudStats,
@@ -61,7 +62,7 @@ pub struct ToyReport {
     pub finetuned: CloudStats,
     pub actor_steps: i64,
     /// (actor step, share near a peak, share with x < 0) of 512 samples at every snapshot
-    /// point (every `record_every` steps), recorded or not.
+    /// point (every `record_every` steps, or every ReinFlow iteration), recorded or not.
     pub history: Vec<(i64, f64, f64)>,
 }
 
@@ -171,7 +172,7 @@ pub fn toy_spec() -> PolicySpec {
     }
 }
 
-fn constant_states(b: i64) -> ObsBatch {
+pub fn constant_states(b: i64) -> ObsBatch {
     ObsBatch { images: vec![], proprio: Tensor::zeros([b, 1, 1], (Kind::Float, Device::Cpu)) }
 }
 
@@ -231,6 +232,20 @@ fn record_snapshot(recorder: &Recorder, policy: &FlowPolicy, objective: &ActorOb
     recorder.toy_samples(&cloud, &PEAKS.map(|c| [c[0] as f32, c[1] as f32]));
 }
 
+/// Flow-matching pretraining of `policy` (variables in `vs`) on the bimodal data.
+pub fn pretrain_bimodal(vs: &nn::VarStore, policy: &FlowPolicy, steps: i64) {
+    let mut optimizer = AdamW::new(vs, 0.9, 0.999, 1e-8, 0.0);
+    let batch = 256;
+    for step in 0..steps {
+        let side = Tensor::randint(2, [batch, 1], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) * 1.0 - 0.5;
+        let centre = Tensor::cat(&[side, Tensor::zeros([batch, 1], (Kind::Float, Device::Cpu))], 1);
+        let actions = (centre + Tensor::randn([batch, 2], (Kind::Float, Device::Cpu)) * 0.08).view([batch, 1, 2]);
+        optimizer.zero_grad();
+        policy.flow_loss(&constant_states(batch), &actions, true).backward();
+        optimizer.step(warmup_cosine(step, steps, 0, PRETRAIN_LR, PRETRAIN_LR_END));
+    }
+}
+
 /// Pretrains on the bimodal data, then runs RLDT actor steps with the known Q. With a
 /// recorder that is on, the particles are recorded every `record_every` actor steps.
 pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
@@ -240,17 +255,7 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
     let mut reference_vs = nn::VarStore::new(Device::Cpu);
     let reference = FlowPolicy::new(&reference_vs.root(), toy_spec()).expect("toy spec is valid");
 
-    // Pretraining: flow matching on the bimodal data.
-    let mut optimizer = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.0);
-    let batch = 256;
-    for step in 0..options.pretrain_steps {
-        let side = Tensor::randint(2, [batch, 1], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) * 1.0 - 0.5;
-        let centre = Tensor::cat(&[side, Tensor::zeros([batch, 1], (Kind::Float, Device::Cpu))], 1);
-        let actions = (centre + Tensor::randn([batch, 2], (Kind::Float, Device::Cpu)) * 0.08).view([batch, 1, 2]);
-        optimizer.zero_grad();
-        policy.flow_loss(&constant_states(batch), &actions, true).backward();
-        optimizer.step(warmup_cosine(step, options.pretrain_steps, 0, PRETRAIN_LR, PRETRAIN_LR_END));
-    }
+    pretrain_bimodal(&vs, &policy, options.pretrain_steps);
     let pretrained = describe(&sample(&policy, options.samples));
 
     // RLDT actor steps with Q known: Adam, linear warm-up, v_ref reset periodically.
@@ -298,7 +303,7 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
         actor_optimizer.step(options.actor_lr * warmup);
     }
     ToyReport {
-        field: options.field,
+        method: if options.field == FieldKind::Svgd { "svgd" } else { "delta" }.into(),
         seed: options.seed,
         pretrained,
         finetuned: describe(&sample(&policy, options.samples)),
