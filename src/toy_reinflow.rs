@@ -42,7 +42,13 @@ pub struct ToyReinflowOptions {
 }
 
 /// Pretrains like RLDT's toy (same seed, same data, same steps), then runs ReinFlow.
-pub fn run_toy_reinflow(seed: i64, pretrain_steps: i64, actor_lr: f64, samples: i64, options: &ToyReinflowOptions) -> ToyReport {
+pub fn run_toy_reinflow(
+    seed: i64,
+    pretrain_steps: i64,
+    actor_lr: f64,
+    samples: i64,
+    options: &ToyReinflowOptions,
+) -> ToyReport {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let policy = FlowPolicy::new(&vs.root(), toy_spec()).expect("toy spec is valid");
@@ -89,8 +95,11 @@ pub fn run_toy_reinflow(seed: i64, pretrain_steps: i64, actor_lr: f64, samples: 
                 let chain = chain.index_select(1, &rows);
                 let (log_prob, entropy) = chain_log_prob(&policy, &noise, &cond, &chain, &settings);
                 let advantages = normalize_advantages(&rewards.index_select(0, &rows));
-                let surrogate =
-                    clipped_surrogate(&(log_prob - old_log_prob.index_select(0, &rows)), &advantages, options.reinflow_clip);
+                let surrogate = clipped_surrogate(
+                    &(log_prob - old_log_prob.index_select(0, &rows)),
+                    &advantages,
+                    options.reinflow_clip,
+                );
                 let loss = &surrogate.loss - entropy.mean(Kind::Float) * options.reinflow_entropy;
                 policy_optimizer.zero_grad();
                 noise_optimizer.zero_grad();

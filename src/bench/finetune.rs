@@ -4,6 +4,11 @@
 //! particles: chains, a†, ∇Q, SVGD field, losses, backward, AdamW) for the policy of a
 //! pretraining config, on synthetic trajectories of those shapes. With `--torch`, the same
 //! computation runs in PyTorch eager (`scripts/bench_finetune_torch.py`) in the same call.
+//! Beside them, one ReinFlow minibatch step (`--reinflow-minibatch` chunks: the noisy chain's
+//! log-likelihood under θ and φ, V, the PPO loss, backward, clipping, three AdamW steps) with
+//! the settings of `configs/finetune/square_reinflow.json`, and the update seconds per env step
+//! of each algorithm at its paper schedule (RLDT: 16 rounds × (32 critic + 2 actor) steps,
+//! ReinFlow: 10 epochs × 20 minibatches, both per 51,200 env steps).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +71,9 @@ pub struct FinetuneBenchOptions {
     /// defaults.
     #[arg(long, requires = "torch_python")]
     pub torch_keep_freed_memory: bool,
+    /// Chunks per ReinFlow minibatch (authors' Square config: 640).
+    #[arg(long, default_value_t = 640)]
+    pub reinflow_minibatch: usize,
     #[arg(skip = PathBuf::from("data/bench"))]
     pub scratch_dir: PathBuf,
 }
@@ -149,6 +157,13 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     };
     let critic_s = time(&mut || rldt.critic_step(&critic_refs, 1e-3).map(|_| ()))?;
     let actor_s = time(&mut || rldt.actor_step(&actor_refs).map(|_| ()))?;
+    drop(rldt);
+    let reinflow_s = time_reinflow_step(&dir, &spec, options, device, &mut rng, &time)?;
+    // Update seconds per env step at each algorithm's paper schedule (51,200 env steps per
+    // iteration: 64 envs × 2 episodes × 400 steps).
+    let env_steps = 51_200.0;
+    let rldt_update_s = 16.0 * (32.0 * critic_s + 2.0 * actor_s);
+    let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
     let mut report = json!({
         "bench": "finetune",
         "machine": super::cpu_description(),
@@ -163,7 +178,9 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
         },
         "steps_timed": options.steps,
-        "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s},
+        "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s},
+        "reinflow_minibatch_chunks": options.reinflow_minibatch,
+        "update_s_per_env_step": {"rldt": rldt_update_s / env_steps, "reinflow": reinflow_update_s / env_steps},
     });
     if let Some(python) = &options.torch_python {
         let torch = run_torch(python, options, (config, device, threads), (p, a))?;
@@ -217,4 +234,55 @@ fn run_torch(
         .output()
         .map_err(|source| Error::Io { path: python.into(), source })?;
     super::baseline_result(&script, output, 12)
+}
+
+/// One ReinFlow minibatch step on synthetic chunks (the update's whole cost per minibatch).
+fn time_reinflow_step(
+    dir: &Path,
+    spec: &PolicySpec,
+    options: &FinetuneBenchOptions,
+    device: Device,
+    rng: &mut SplitMix64,
+    time: &dyn Fn(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
+) -> Result<f64> {
+    use crate::rl::onpolicy::OnPolicyTrajectory;
+    use crate::rl::reinflow::Reinflow;
+    let mut settings =
+        crate::config::finetune::ReinflowConfig::load(Path::new("configs/finetune/square_reinflow.json"))?.reinflow;
+    settings.chain.denoising_steps = spec.config.num_denoising_steps;
+    settings.ppo.update_epochs = 1;
+    settings.ppo.minibatch_size = options.reinflow_minibatch;
+    settings.ppo.target_kl = None;
+    let mut learner = Reinflow::new(dir, &settings, device)?;
+    let width = ((settings.chain.denoising_steps + 1) * learner.actor.action_numbers()) as usize;
+    let chunks_per_trajectory = options.chunks.max(1);
+    let trajectories: Vec<OnPolicyTrajectory> = (0..options.reinflow_minibatch.div_ceil(chunks_per_trajectory))
+        .map(|_| {
+            let trajectory = synthetic_trajectory(spec, chunks_per_trajectory, rng);
+            let replay =
+                (0..chunks_per_trajectory).map(|_| (0..width).map(|_| rng.normal() as f32 * 0.5).collect()).collect();
+            OnPolicyTrajectory {
+                trajectory,
+                replay,
+                log_probs: vec![0.5; chunks_per_trajectory],
+                values: vec![0.0; chunks_per_trajectory],
+            }
+        })
+        .collect();
+    // Exactly one minibatch: the first `reinflow_minibatch` chunks.
+    let mut chunks_left = options.reinflow_minibatch;
+    let trajectories: Vec<OnPolicyTrajectory> = trajectories
+        .into_iter()
+        .map(|mut t| {
+            let keep = chunks_left.min(t.chunks());
+            chunks_left -= keep;
+            t.trajectory.chunks = keep;
+            t.trajectory.raw_rewards.truncate(keep);
+            t.replay.truncate(keep);
+            t.log_probs.truncate(keep);
+            t.values.truncate(keep);
+            t
+        })
+        .collect();
+    time(&mut || learner.update(&trajectories, 50, true, rng).map(|_| ()))
 }
