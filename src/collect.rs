@@ -32,7 +32,8 @@ pub struct CollectOptions {
     pub out: PathBuf,
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Cameras, comma-separated (robomimic image datasets: agentview,robot0_eye_in_hand).
+    /// Cameras, comma-separated (robomimic image datasets: agentview,robot0_eye_in_hand);
+    /// `--cameras ""` for none (low-dim data only, no rendering).
     #[arg(long, value_delimiter = ',', default_value = "agentview")]
     pub cameras: Vec<String>,
     #[arg(long, default_value_t = 84)]
@@ -63,7 +64,8 @@ pub struct CollectOptions {
 impl CollectOptions {
     /// robomimic's conventions for the task (stop at success), with these cameras.
     pub fn sim(&self) -> SimConfig {
-        let mut sim = SimConfig::for_task(self.task, self.cameras.clone(), self.image_size);
+        let cameras = self.cameras.iter().filter(|c| !c.is_empty()).cloned().collect();
+        let mut sim = SimConfig::for_task(self.task, cameras, self.image_size);
         sim.mujoco_gl = self.mujoco_gl.clone();
         sim
     }

@@ -148,7 +148,9 @@ mod tests {
             let path = entry.unwrap().path();
             let loaded = match finetune::Algorithm::of_file(&path).unwrap_or_else(|e| panic!("{e}")) {
                 finetune::Algorithm::Rldt => finetune::FinetuneConfig::load(&path).map(|_| ()),
-                finetune::Algorithm::Reinflow => finetune::ReinflowConfig::load(&path).map(|_| ()),
+                finetune::Algorithm::Reinflow | finetune::Algorithm::Fpo => {
+                    finetune::OnPolicyConfig::load(&path).map(|_| ())
+                }
             };
             loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;

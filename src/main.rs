@@ -58,10 +58,10 @@ fn main() -> anyhow::Result<()> {
                     let to_file = options.recording.is_none();
                     (rldt_vision::train::finetune::finetune(options)?, to_file)
                 }
-                Algorithm::Reinflow => {
-                    let options = args.reinflow_options()?;
-                    announce("finetune (reinflow)", options.device, threads, &options.run_dir);
-                    (rldt_vision::train::reinflow::finetune_reinflow(options)?, false)
+                Algorithm::Reinflow | Algorithm::Fpo => {
+                    let options = args.on_policy_options()?;
+                    announce("finetune (on-policy baseline)", options.device, threads, &options.run_dir);
+                    (rldt_vision::train::onpolicy::finetune_on_policy(options)?, false)
                 }
             };
             print_run_outputs(&summary.run_dir, &summary.checkpoint);

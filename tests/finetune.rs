@@ -274,37 +274,47 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
 fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch("in_run_vs_eval");
+    // Demos and pretraining in their own processes: libtorch's RNG is one per process, and
+    // the other tests of this binary draw from it concurrently, which would make the
+    // pretrained policy (and so the fixture's mixed outcomes) vary from run to run.
+    let bin = env!("CARGO_BIN_EXE_rldt-vision");
     let demos = dir.join("lift.hdf5");
-    let collect = rldt_vision::collect::CollectOptions {
-        task: rldt_vision::sim::Task::Lift,
-        cameras: vec![],
-        image_size: 84,
-        mujoco_gl: "egl".into(),
-        episodes: 4,
-        workers: 2,
-        out: demos.clone(),
-        seed: 0,
-        noise: 0.0,
-        keep_failures: false,
-        next_obs: false,
-        steps_per_request: 20,
-        stop_on_signal: false,
-    };
-    assert_eq!(rldt_vision::collect::collect(&collect).unwrap().written, 4);
-    // A copy: simulator workers that other tests of this process spawned while the file was
-    // open inherited its descriptor, and with it HDF5's lock on that file.
-    let copy = dir.join("lift_copy.hdf5");
-    std::fs::copy(&demos, &copy).unwrap();
+    let collect = Command::new(bin)
+        .args([
+            "collect",
+            "--task",
+            "lift",
+            "--episodes",
+            "4",
+            "--workers",
+            "2",
+            "--cameras",
+            "",
+            "--seed",
+            "0",
+            "--out",
+        ])
+        .arg(&demos)
+        .output()
+        .unwrap();
+    assert!(collect.status.success(), "{}", String::from_utf8_lossy(&collect.stderr));
     let mut pretraining = PretrainConfig::load(&root.join("configs/pretrain/lift_lowdim.json")).unwrap();
-    pretraining.dataset.path = copy;
+    pretraining.dataset.path = demos;
     pretraining.dataset.train_demos.first_n = None;
     pretraining.dataset.valid_demos = None;
     pretraining.train.valid_every = 500;
     pretraining.train.checkpoint_every = 500;
+    let pretraining_file = dir.join("pretrain.json");
+    std::fs::write(&pretraining_file, serde_json::to_string_pretty(&pretraining).unwrap()).unwrap();
     let pretrained = dir.join("pretrained");
-    let options =
-        PretrainOptions { config: Some(pretraining), run_dir: pretrained.clone(), device: Device::Cpu, resume: false };
-    pretrain(options).unwrap();
+    let run = Command::new(bin)
+        .args(["pretrain", "--device", "cpu", "--config"])
+        .arg(&pretraining_file)
+        .arg("--run-dir")
+        .arg(&pretrained)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
     let mut config = FinetuneConfig::load(&root.join("configs/finetune/lift_lowdim.json")).unwrap();
     config.pretrained = pretrained.clone();

@@ -245,16 +245,17 @@ fn time_reinflow_step(
     rng: &mut SplitMix64,
     time: &dyn Fn(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
 ) -> Result<f64> {
-    use crate::rl::onpolicy::OnPolicyTrajectory;
+    use crate::rl::onpolicy::{OnPolicyLearner, OnPolicyTrajectory};
     use crate::rl::reinflow::Reinflow;
-    let mut settings =
-        crate::config::finetune::ReinflowConfig::load(Path::new("configs/finetune/square_reinflow.json"))?.reinflow;
-    settings.chain.denoising_steps = spec.config.num_denoising_steps;
-    settings.ppo.update_epochs = 1;
-    settings.ppo.minibatch_size = options.reinflow_minibatch;
-    settings.ppo.target_kl = None;
-    let mut learner = Reinflow::new(dir, &settings, device)?;
-    let width = ((settings.chain.denoising_steps + 1) * learner.actor.action_numbers()) as usize;
+    let config = crate::config::finetune::OnPolicyConfig::load(Path::new("configs/finetune/square_reinflow.json"))?;
+    let mut chain = config.reinflow.expect("square_reinflow.json has a reinflow section");
+    let mut ppo = config.ppo;
+    chain.denoising_steps = spec.config.num_denoising_steps;
+    ppo.update_epochs = 1;
+    ppo.minibatch_size = options.reinflow_minibatch;
+    ppo.target_kl = None;
+    let mut learner = Reinflow::new(dir, &chain, &ppo, device)?;
+    let width = ((chain.denoising_steps + 1) * learner.actor.action_numbers()) as usize;
     let chunks_per_trajectory = options.chunks.max(1);
     let trajectories: Vec<OnPolicyTrajectory> = (0..options.reinflow_minibatch.div_ceil(chunks_per_trajectory))
         .map(|_| {

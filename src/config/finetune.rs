@@ -2,8 +2,8 @@
 //! `deny_unknown_fields`, relations checked with the field named. The policy's architecture
 //! (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint. The top-level
 //! `algorithm` field picks the config type: `rldt` ([`FinetuneConfig`], docs/algorithm.md
-//! §3–§7) or `reinflow` ([`ReinflowConfig`], docs/baselines.md); [`Algorithm::of_file`] reads
-//! it first.
+//! §3–§7), or an on-policy baseline, `reinflow` or `fpo` ([`OnPolicyConfig`],
+//! docs/baselines.md); [`Algorithm::of_file`] reads it first.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,8 @@ pub enum Algorithm {
     Rldt,
     /// ReinFlow: PPO over a noise-injected Euler chain, docs/baselines.md.
     Reinflow,
+    /// FPO++: PPO-style updates with per-sample flow-matching-loss ratios, docs/baselines.md.
+    Fpo,
 }
 
 impl Algorithm {
@@ -32,7 +34,7 @@ impl Algorithm {
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| config_error(e.to_string()))?;
         let field = value
             .get("algorithm")
-            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow)".into()))?;
+            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow | fpo)".into()))?;
         serde_json::from_value(field.clone()).map_err(|e| config_error(format!("field `algorithm`: {e}")))
     }
 }
@@ -206,12 +208,14 @@ impl FinetuneConfig {
     }
 }
 
-/// A ReinFlow fine-tuning config (docs/baselines.md): the sections shared with RLDT (`env`,
-/// `evaluation`, `checkpoint`), its own rollout and schedule, and `reinflow`.
+/// An on-policy baseline's fine-tuning config (docs/baselines.md): the sections shared with
+/// RLDT (`env`, `evaluation`, `checkpoint`), the on-policy rollout and schedule, the PPO
+/// settings both baselines use, and the section of its algorithm (`reinflow` or `fpo`; the
+/// other is absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReinflowConfig {
-    /// `reinflow`.
+pub struct OnPolicyConfig {
+    /// `reinflow` or `fpo`.
     pub algorithm: Algorithm,
     pub name: String,
     pub seed: u64,
@@ -222,7 +226,13 @@ pub struct ReinflowConfig {
     pub rollout: OnPolicyRolloutSettings,
     pub schedule: OnPolicySchedule,
     pub evaluation: EvaluationSettings,
-    pub reinflow: crate::rl::reinflow::ReinflowSettings,
+    pub ppo: crate::rl::ppo::PpoSettings,
+    /// ReinFlow's noisy chain (with `algorithm` = reinflow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reinflow: Option<crate::rl::noisy_chain::NoisyChainSettings>,
+    /// FPO++'s ratio settings (with `algorithm` = fpo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fpo: Option<crate::rl::fpo::FpoSettings>,
     pub checkpoint: CheckpointSettings,
 }
 
@@ -245,17 +255,27 @@ pub struct OnPolicySchedule {
     pub eval_every: usize,
 }
 
-impl ReinflowConfig {
+impl OnPolicyConfig {
     pub fn load(path: &Path) -> Result<Self> {
         super::load_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let (chain, ppo) = (&self.reinflow.chain, &self.reinflow.ppo);
-        let [std_min, std_max] = chain.noise_std;
-        let [lp_min, lp_max] = chain.log_prob_clip;
+        let ppo = &self.ppo;
+        let chain_ok = self.reinflow.as_ref().is_none_or(|c| {
+            c.denoising_steps >= 1
+                && 0.0 < c.noise_std[0]
+                && c.noise_std[0] <= c.noise_std[1]
+                && c.log_prob_clip[0] < c.log_prob_clip[1]
+        });
+        let fpo_ok = self.fpo.as_ref().is_none_or(|f| f.samples_per_chunk >= 1 && f.log_ratio_clip > 0.0);
+        let sections = (self.algorithm, self.reinflow.is_some(), self.fpo.is_some());
         let checks: [(bool, &str, String); 13] = [
-            (self.algorithm == Algorithm::Reinflow, "algorithm", "must be `reinflow` for this config type".into()),
+            (
+                matches!(sections, (Algorithm::Reinflow, true, false) | (Algorithm::Fpo, false, true)),
+                "algorithm",
+                "`reinflow` with a `reinflow` section, or `fpo` with an `fpo` section (and not the other)".into(),
+            ),
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (self.env.horizon >= 1, "env.horizon", "must be ≥ 1".into()),
             (
@@ -269,24 +289,28 @@ impl ReinflowConfig {
                 "iterations and eval_every must be ≥ 1".into(),
             ),
             (self.evaluation.episodes >= 1, "evaluation.episodes", "must be ≥ 1".into()),
-            (chain.denoising_steps >= 1, "reinflow.chain.denoising_steps", "must be ≥ 1".into()),
-            (0.0 < std_min && std_min <= std_max, "reinflow.chain.noise_std", "needs 0 < σ_min ≤ σ_max".into()),
-            (lp_min < lp_max, "reinflow.chain.log_prob_clip", "needs min < max".into()),
+            (
+                chain_ok,
+                "reinflow",
+                "denoising_steps ≥ 1, 0 < noise_std[0] ≤ noise_std[1], log_prob_clip[0] < log_prob_clip[1]".into(),
+            ),
+            (fpo_ok, "fpo", "samples_per_chunk ≥ 1 and log_ratio_clip > 0".into()),
             (
                 (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.gae_lambda),
-                "reinflow.ppo.gamma",
+                "ppo.gamma",
                 "gamma and gae_lambda must be in [0, 1]".into(),
             ),
             (
                 ppo.update_epochs >= 1 && ppo.minibatch_size >= 2,
-                "reinflow.ppo.update_epochs",
+                "ppo.update_epochs",
                 "update_epochs ≥ 1 and minibatch_size ≥ 2".into(),
             ),
             (
                 ppo.clip_ratio > 0.0 && ppo.max_grad_norm > 0.0,
-                "reinflow.ppo.clip_ratio",
+                "ppo.clip_ratio",
                 "clip_ratio and max_grad_norm must be > 0".into(),
             ),
+            (ppo.actor_lr.lr > 0.0 && ppo.value_lr.lr > 0.0, "ppo.actor_lr", "learning rates must be > 0".into()),
             (
                 self.checkpoint.every >= 1 && self.checkpoint.keep >= 1,
                 "checkpoint.every",

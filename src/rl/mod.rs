@@ -6,14 +6,16 @@
 //! The loop that drives them is `train::finetune`; the 2-D experiment is `crate::toy`, the
 //! probe snapshots of the recordings `viz::probe`.
 //!
-//! The PPO baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running return
-//! scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round),
-//! [`noisy_chain`] and [`reinflow`] (ReinFlow); their loop is `train::reinflow`.
+//! The on-policy baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running
+//! return scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round and the
+//! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++); their loop is
+//! `train::onpolicy`.
 
 pub mod actor;
 pub mod actor_loss;
 pub mod critic;
 pub mod exploration;
+pub mod fpo;
 pub mod noisy_chain;
 pub mod onpolicy;
 pub mod ppo;

@@ -137,3 +137,87 @@ pub fn collect_on_policy_round(
         per_episode,
     })
 }
+
+/// What the on-policy loop (`train::onpolicy`) needs of a baseline's learner.
+pub trait OnPolicyLearner {
+    /// Counters saved beside the weights (optimizer steps, the return scale).
+    type Counters: serde::Serialize + serde::de::DeserializeOwned;
+    /// The policy that acts and is evaluated.
+    fn actor(&self) -> &FlowPolicy;
+    /// Chunks [B, D] to execute for the states of `obs`, and one [`ChunkSample`] each.
+    fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>);
+    /// The iteration's update on every chunk of the round (`train_actor` false during the
+    /// value warm-up); its metrics (`ppo/*` means over minibatch steps, `ppo/minibatch_steps`).
+    fn update(
+        &mut self,
+        trajectories: &[OnPolicyTrajectory],
+        iteration: usize,
+        train_actor: bool,
+        rng: &mut rldt_datasets::random::SplitMix64,
+    ) -> Result<crate::train::metrics::Metrics>;
+    /// Every network and optimizer state into `dir` (a pending checkpoint).
+    fn save(&self, dir: &std::path::Path) -> Result<Self::Counters>;
+    fn load(&mut self, dir: &std::path::Path, counters: Self::Counters) -> Result<()>;
+}
+
+/// The round's chunks as update samples: (trajectory, chunk) pairs with their GAE advantages
+/// and value targets, and the reward scale used.
+pub struct Advantages {
+    pub samples: Vec<(usize, usize)>,
+    pub advantages: Vec<f32>,
+    pub targets: Vec<f32>,
+    pub reward_scale: f64,
+}
+
+/// Rewards divided by the running return scale (when `ppo.reward_scale_running`), V(s_T) of
+/// every trajectory's final observation for the bootstrap, GAE(γ, λ) per trajectory (a
+/// full-length episode ends at its horizon, not in a terminal state).
+pub fn advantages(
+    trajectories: &[OnPolicyTrajectory],
+    value: &super::value::ValueNet,
+    scale: &mut super::ppo::RunningReturnScale,
+    ppo: &super::ppo::PpoSettings,
+    device: Device,
+) -> Advantages {
+    let raw: Vec<&[f32]> = trajectories.iter().map(|t| t.trajectory.raw_rewards.as_slice()).collect();
+    let reward_scale = if ppo.reward_scale_running { scale.update(&raw, ppo.gamma) } else { 1.0 };
+    let last: Vec<(&Trajectory, usize)> = trajectories.iter().map(|t| (&t.trajectory, t.chunks())).collect();
+    let bootstrap: Vec<f32> = tch::no_grad(|| value.forward_t(&Trajectory::states(&last, device), false))
+        .to_device(Device::Cpu)
+        .try_into()
+        .expect("f32");
+    let mut out = Advantages { samples: Vec::new(), advantages: Vec::new(), targets: Vec::new(), reward_scale };
+    for (n, t) in trajectories.iter().enumerate() {
+        let rewards: Vec<f32> = t.trajectory.raw_rewards.iter().map(|r| (*r as f64 / reward_scale) as f32).collect();
+        let mut values = t.values.clone();
+        values.push(bootstrap[n]);
+        let (a, r) = super::ppo::gae(&rewards, &values, &vec![false; t.chunks()], ppo.gamma, ppo.gae_lambda);
+        out.advantages.extend(a);
+        out.targets.extend(r);
+        out.samples.extend((0..t.chunks()).map(|c| (n, c)));
+    }
+    out
+}
+
+impl Advantages {
+    /// The minibatch's states, replay numbers [B, width], old log-likelihoods, advantages and
+    /// targets (each [B]) on `device`.
+    pub fn minibatch(
+        &self,
+        trajectories: &[OnPolicyTrajectory],
+        rows: &[usize],
+        device: Device,
+    ) -> (ObsBatch, Tensor, Tensor, Tensor, Tensor) {
+        let pairs: Vec<(&Trajectory, usize)> =
+            rows.iter().map(|&i| (&trajectories[self.samples[i].0].trajectory, self.samples[i].1)).collect();
+        let obs = Trajectory::states(&pairs, device);
+        let chunk = |i: usize| &trajectories[self.samples[i].0];
+        let replay: Vec<f32> = rows.iter().flat_map(|&i| chunk(i).replay[self.samples[i].1].iter().copied()).collect();
+        let replay = Tensor::from_slice(&replay).view([rows.len() as i64, -1]).to_device(device);
+        let pick = |f: &dyn Fn(usize) -> f32| {
+            Tensor::from_slice(&rows.iter().map(|&i| f(i)).collect::<Vec<f32>>()).to_device(device)
+        };
+        let old_log_prob = pick(&|i| chunk(i).log_probs[self.samples[i].1]);
+        (obs, replay, old_log_prob, pick(&|i| self.advantages[i]), pick(&|i| self.targets[i]))
+    }
+}

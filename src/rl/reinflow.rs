@@ -1,7 +1,7 @@
 //! `Reinflow`: what ReinFlow trains and how, one iteration's update at a time
 //! (docs/baselines.md). It owns the actor (the flow policy, its K set to K'), the noise
 //! network σ_φ, the value network V_ψ and one AdamW per VarStore. The loop that calls it is
-//! `train::reinflow`.
+//! `train::onpolicy` (through `rl::onpolicy::OnPolicyLearner`).
 //!
 //! Acting (per chunk, no gradient): a noisy chain x_0:K' (`rl::noisy_chain`), its normalised
 //! log-likelihood ℓ_old and V_old(s); the chunk x_K' is executed.
@@ -20,27 +20,19 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::critic::init_encoder_from_actor;
 use super::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
-use super::onpolicy::{ChunkSample, OnPolicyTrajectory};
-use super::ppo::{clip_gradients, clipped_surrogate, gae, normalize_advantages, PpoSettings, RunningReturnScale};
-use super::trajectory::Trajectory;
+use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
+use super::ppo::{clip_gradients, clipped_surrogate, normalize_advantages, PpoSettings, RunningReturnScale};
 use super::value::ValueNet;
 use crate::error::{Error, Result};
 use crate::optim::AdamW;
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::{FlowPolicy, ObsBatch};
+use crate::train::metrics::{field_means, Metrics};
 use rldt_datasets::random::SplitMix64;
 
-/// The `reinflow` section of a fine-tuning config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReinflowSettings {
-    pub chain: NoisyChainSettings,
-    pub ppo: PpoSettings,
-}
-
-/// Means over an iteration's minibatch steps (`ppo/*` metrics).
+/// One minibatch step's numbers (`ppo/*` metrics, means over the iteration's steps).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct PpoStats {
+pub struct ReinflowStats {
     pub policy_loss: f64,
     pub value_loss: f64,
     pub entropy: f64,
@@ -75,7 +67,8 @@ pub struct Reinflow {
     actor_optimizer: AdamW,
     noise_optimizer: AdamW,
     value_optimizer: AdamW,
-    pub settings: ReinflowSettings,
+    pub chain: NoisyChainSettings,
+    pub ppo: PpoSettings,
     pub return_scale: RunningReturnScale,
 }
 
@@ -88,15 +81,15 @@ pub const VALUE_OPTIMIZER_FILE: &str = "value_optimizer.safetensors";
 impl Reinflow {
     /// The actor from the pretrained checkpoint's EMA weights (its K set to K'), a fresh noise
     /// network, V's encoder initialised from the actor's.
-    pub fn new(pretrained: &Path, settings: &ReinflowSettings, device: Device) -> Result<Self> {
+    pub fn new(pretrained: &Path, chain: &NoisyChainSettings, ppo: &PpoSettings, device: Device) -> Result<Self> {
         let (actor_vs, mut actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
-        actor.set_denoising_steps(settings.chain.denoising_steps);
+        actor.set_denoising_steps(chain.denoising_steps);
         let spec = actor.spec().clone();
         let noise_vs = nn::VarStore::new(device);
-        let noise = NoiseNet::new(&noise_vs.root(), actor.condition_dim(), actor.action_numbers(), &settings.chain);
+        let noise = NoiseNet::new(&noise_vs.root(), actor.condition_dim(), actor.action_numbers(), chain);
         let value_vs = nn::VarStore::new(device);
-        let value = ValueNet::new(&value_vs.root(), &spec, &settings.ppo.value_hidden)
-            .map_err(crate::policy::PolicyError::from)?;
+        let value =
+            ValueNet::new(&value_vs.root(), &spec, &ppo.value_hidden).map_err(crate::policy::PolicyError::from)?;
         init_encoder_from_actor(&value_vs, &actor_vs)
             .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
         Ok(Self {
@@ -109,18 +102,27 @@ impl Reinflow {
             noise,
             value_vs,
             value,
-            settings: settings.clone(),
+            chain: chain.clone(),
+            ppo: ppo.clone(),
             return_scale: RunningReturnScale::default(),
         })
     }
+}
 
-    /// One noisy chunk per state of `obs`: the chunks [B, D] and per state the chain, ℓ_old
-    /// and V_old(s).
-    pub fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
+impl OnPolicyLearner for Reinflow {
+    type Counters = ReinflowCounters;
+
+    fn actor(&self) -> &FlowPolicy {
+        &self.actor
+    }
+
+    /// One noisy chunk per state of `obs`: the chunks [B, D] and per state the chain
+    /// [(K' + 1)·D], ℓ_old and V_old(s).
+    fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
         tch::no_grad(|| {
             let cond = self.actor.condition(obs, false);
-            let chain = sample_noisy_chain(&self.actor, &self.noise, &cond, &self.settings.chain);
-            let (log_prob, _) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.settings.chain);
+            let chain = sample_noisy_chain(&self.actor, &self.noise, &cond, &self.chain);
+            let (log_prob, _) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.chain);
             let values = self.value.forward_t(obs, false);
             let b = cond.size()[0];
             let per_state: Vec<f32> =
@@ -136,77 +138,37 @@ impl Reinflow {
                     value: values[i],
                 })
                 .collect();
-            (chain.get(self.settings.chain.denoising_steps), samples)
+            (chain.get(self.chain.denoising_steps), samples)
         })
     }
 
-    /// The iteration's update on every chunk of `trajectories`; `train_actor` false during the
-    /// value warm-up. `rng` shuffles the minibatches. One [`PpoStats`] per minibatch step
-    /// (fewer than epochs × minibatches when the KL stop fired).
-    pub fn update(
+    fn update(
         &mut self,
         trajectories: &[OnPolicyTrajectory],
         iteration: usize,
         train_actor: bool,
         rng: &mut SplitMix64,
-    ) -> Result<Vec<PpoStats>> {
-        let ppo = self.settings.ppo.clone();
+    ) -> Result<Metrics> {
+        let ppo = self.ppo.clone();
         let device = self.actor.device();
-        // Rewards scaled, V(s_T) for the bootstrap, GAE per trajectory.
-        let raw: Vec<&[f32]> = trajectories.iter().map(|t| t.trajectory.raw_rewards.as_slice()).collect();
-        let scale = if ppo.reward_scale_running { self.return_scale.update(&raw, ppo.gamma) } else { 1.0 };
-        let last: Vec<(&Trajectory, usize)> = trajectories.iter().map(|t| (&t.trajectory, t.chunks())).collect();
-        let bootstrap: Vec<f32> = tch::no_grad(|| self.value.forward_t(&Trajectory::states(&last, device), false))
-            .to_device(Device::Cpu)
-            .try_into()
-            .expect("f32");
-        let mut samples: Vec<(usize, usize)> = Vec::new();
-        let (mut advantages, mut targets) = (Vec::new(), Vec::new());
-        for (n, t) in trajectories.iter().enumerate() {
-            let rewards: Vec<f32> = t.trajectory.raw_rewards.iter().map(|r| (*r as f64 / scale) as f32).collect();
-            let mut values = t.values.clone();
-            values.push(bootstrap[n]);
-            let terminal = vec![false; t.chunks()];
-            let (a, r) = gae(&rewards, &values, &terminal, ppo.gamma, ppo.gae_lambda);
-            advantages.extend(a);
-            targets.extend(r);
-            samples.extend((0..t.chunks()).map(|c| (n, c)));
-        }
-
+        let prepared = advantages(trajectories, &self.value, &mut self.return_scale, &ppo, device);
+        let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
+        let (k, d) = (self.chain.denoising_steps, self.actor.action_numbers());
         let mut stats = Vec::new();
-        let actor_lr = ppo.actor_lr.at(iteration);
-        let value_lr = ppo.value_lr.at(iteration);
-        let k = self.settings.chain.denoising_steps;
-        let d = self.actor.action_numbers();
         'epochs: for _ in 0..ppo.update_epochs {
-            let mut order: Vec<usize> = (0..samples.len()).collect();
+            let mut order: Vec<usize> = (0..prepared.samples.len()).collect();
             rng.shuffle(&mut order);
-            for minibatch in order.chunks(ppo.minibatch_size.max(1)) {
-                let pairs: Vec<(&Trajectory, usize)> =
-                    minibatch.iter().map(|&i| (&trajectories[samples[i].0].trajectory, samples[i].1)).collect();
-                let obs = Trajectory::states(&pairs, device);
-                let chains: Vec<f32> = minibatch
-                    .iter()
-                    .flat_map(|&i| trajectories[samples[i].0].replay[samples[i].1].iter().copied())
-                    .collect();
-                let b = minibatch.len() as i64;
-                let chain = Tensor::from_slice(&chains).view([b, k + 1, d]).permute([1, 0, 2]).to_device(device);
-                let pick = |v: &[f32]| {
-                    Tensor::from_slice(&minibatch.iter().map(|&i| v[i]).collect::<Vec<f32>>()).to_device(device)
-                };
-                let old_log_prob = Tensor::from_slice(
-                    &minibatch
-                        .iter()
-                        .map(|&i| trajectories[samples[i].0].log_probs[samples[i].1])
-                        .collect::<Vec<f32>>(),
-                )
-                .to_device(device);
-                let (batch_advantages, batch_targets) = (pick(&advantages), pick(&targets));
-
+            for rows in order.chunks(ppo.minibatch_size.max(1)) {
+                let (obs, replay, old_log_prob, batch_advantages, batch_targets) =
+                    prepared.minibatch(trajectories, rows, device);
+                let chain = replay.view([rows.len() as i64, k + 1, d]).permute([1, 0, 2]);
                 let cond = self.actor.condition(&obs, ppo.augment);
-                let (log_prob, entropy) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.settings.chain);
-                let normalized = normalize_advantages(&batch_advantages);
-                let surrogate = clipped_surrogate(&(log_prob - &old_log_prob), &normalized, ppo.clip_ratio);
+                let (log_prob, entropy) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.chain);
+                let surrogate = clipped_surrogate(
+                    &(log_prob - &old_log_prob),
+                    &normalize_advantages(&batch_advantages),
+                    ppo.clip_ratio,
+                );
                 let values = self.value.forward_t(&obs, ppo.augment);
                 let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
                 let entropy_mean = entropy.mean(Kind::Float);
@@ -215,15 +177,7 @@ impl Reinflow {
                 } else {
                     &value_loss * ppo.value_coef
                 };
-                let loss_value = loss.double_value(&[]);
-                if !loss_value.is_finite() {
-                    return Err(Error::NonFinite {
-                        step: iteration as i64,
-                        what: "ReinFlow loss".into(),
-                        value: loss_value,
-                        checkpoints: Default::default(),
-                    });
-                }
+                finite(&loss, iteration, "ReinFlow loss")?;
                 self.actor_optimizer.zero_grad();
                 self.noise_optimizer.zero_grad();
                 self.value_optimizer.zero_grad();
@@ -239,7 +193,7 @@ impl Reinflow {
                 self.value_optimizer.step(value_lr);
                 let noise_std =
                     tch::no_grad(|| self.noise.std(&cond.detach(), 0.0).mean(Kind::Float).double_value(&[]));
-                stats.push(PpoStats {
+                stats.push(ReinflowStats {
                     policy_loss: surrogate.loss.double_value(&[]),
                     value_loss: value_loss.double_value(&[]),
                     entropy: entropy_mean.double_value(&[]),
@@ -251,19 +205,20 @@ impl Reinflow {
                     value_grad_norm,
                     advantage_std: batch_advantages.std(true).double_value(&[]),
                     value_mean: values.mean(Kind::Float).double_value(&[]),
-                    return_scale: scale,
+                    return_scale: prepared.reward_scale,
                 });
                 if train_actor && ppo.target_kl.is_some_and(|kl| surrogate.approx_kl > kl) {
                     break 'epochs;
                 }
             }
         }
-        Ok(stats)
+        let mut metrics = field_means("ppo", &stats);
+        metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
+        Ok(metrics)
     }
 
-    /// Writes every network and optimizer state into `dir` (a pending checkpoint). The
-    /// actor's `policy.json` carries K', so `eval` runs the policy as ReinFlow evaluates it.
-    pub fn save(&self, dir: &Path) -> Result<ReinflowCounters> {
+    /// The actor's `policy.json` carries K', so `eval` runs the policy as ReinFlow evaluates it.
+    fn save(&self, dir: &Path) -> Result<ReinflowCounters> {
         let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
         crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
         checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
@@ -280,8 +235,7 @@ impl Reinflow {
         })
     }
 
-    /// Restores what [`save`](Self::save) wrote.
-    pub fn load(&mut self, dir: &Path, counters: ReinflowCounters) -> Result<()> {
+    fn load(&mut self, dir: &Path, counters: ReinflowCounters) -> Result<()> {
         checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
         checkpoint::load_weights(&mut self.noise_vs, &dir.join(NOISE_FILE))?;
         checkpoint::load_weights(&mut self.value_vs, &dir.join(VALUE_FILE))?;
@@ -291,4 +245,13 @@ impl Reinflow {
         self.return_scale = counters.return_scale;
         Ok(())
     }
+}
+
+/// A non-finite loss stops the update (the loop fills in the checkpoints directory).
+pub fn finite(loss: &Tensor, iteration: usize, what: &str) -> Result<()> {
+    let value = loss.double_value(&[]);
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(Error::NonFinite { step: iteration as i64, what: what.into(), value, checkpoints: Default::default() })
 }

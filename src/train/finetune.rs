@@ -38,7 +38,7 @@ use rldt_datasets::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::finetune::{Algorithm, EnvSettings, FinetuneConfig, ReinflowConfig, ScheduleSettings};
+use crate::config::finetune::{Algorithm, EnvSettings, FinetuneConfig, OnPolicyConfig, ScheduleSettings};
 use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
 use crate::policy::checkpoint;
@@ -142,12 +142,12 @@ impl FinetuneArgs {
         Ok(FinetuneOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume, recording })
     }
 
-    /// The ReinFlow run these flags ask for (it records metrics and evaluations, no rerun
-    /// recording).
-    pub fn reinflow_options(&self) -> Result<crate::train::reinflow::ReinflowOptions> {
-        let config = self.load_config(ReinflowConfig::load, |c| (c.env.task, &mut c.pretrained))?;
+    /// The on-policy baseline run (ReinFlow, FPO++) these flags ask for (it records metrics
+    /// and evaluations, no rerun recording).
+    pub fn on_policy_options(&self) -> Result<crate::train::onpolicy::OnPolicyOptions> {
+        let config = self.load_config(OnPolicyConfig::load, |c| (c.env.task, &mut c.pretrained))?;
         let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
-        Ok(crate::train::reinflow::ReinflowOptions {
+        Ok(crate::train::onpolicy::OnPolicyOptions {
             config,
             run_dir,
             device: self.run.device.resolve()?,

@@ -5,8 +5,8 @@ pub mod evaluation;
 pub mod finetune;
 pub mod loader;
 pub mod metrics;
+pub mod onpolicy;
 pub mod pretrain;
-pub mod reinflow;
 
 use std::path::PathBuf;
 

@@ -1,19 +1,20 @@
-//! ReinFlow fine-tuning against simulation rollouts (docs/baselines.md), the same shape as
-//! RLDT's loop (`train::finetune`):
+//! The on-policy baselines' fine-tuning loop (ReinFlow, FPO++; docs/baselines.md), the same
+//! shape as RLDT's (`train::finetune`), over any `rl::onpolicy::OnPolicyLearner`:
 //!
 //! ```text
 //! for iteration i:
 //!     if i is an evaluation iteration (0 and every eval_every-th):
-//!         evaluate the actor on the fixed evaluation seeds (plain K'-step ODE, as `eval`)
+//!         evaluate the actor on the fixed evaluation seeds (plain ODE, as `eval`)
 //!     else:
-//!         round ← on-policy round: noisy chains, ℓ_old, V_old per chunk
-//!         update: GAE, then PPO epochs over the round's chunks (value only during the
-//!                 first `value_warmup_iterations` training iterations)
+//!         round ← on-policy round: per chunk what the learner keeps (ReinFlow: the noisy
+//!                 chain and ℓ_old; FPO++: the (τ, ε) draws and their losses) and V_old
+//!         update: GAE, then PPO-style epochs over the round's chunks (value only during
+//!                 the first `value_warmup_iterations` training iterations)
 //!     metrics, checkpoint
 //! ```
 //!
 //! Seeding as RLDT's: iteration i draws `SplitMix64::stream(seed, i)`; its first number seeds
-//! libtorch's RNG (chain noise, augmentation), the rest shuffle the minibatches. Training
+//! libtorch's RNG (sampling noise, draws, augmentation), the rest shuffle the minibatches. Training
 //! episodes use seeds `seed·1,000,003 + i·10,000 + e`. Resume restarts after the last
 //! checkpoint with every network, optimizer and the running return scale restored.
 
@@ -26,17 +27,18 @@ use tch::Device;
 
 use super::evaluation::{evaluate, EvaluationContext};
 use super::finetune::{open_workers, progress_bar, FinetuneSummary};
-use super::metrics::{field_means, named, MetricsLog};
-use crate::config::finetune::ReinflowConfig;
+use super::metrics::{named, MetricsLog};
+use crate::config::finetune::{Algorithm, OnPolicyConfig};
 use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
 use crate::policy::checkpoint;
-use crate::rl::onpolicy::collect_on_policy_round;
-use crate::rl::reinflow::{Reinflow, ReinflowCounters};
+use crate::rl::fpo::Fpo;
+use crate::rl::onpolicy::{collect_on_policy_round, OnPolicyLearner};
+use crate::rl::reinflow::Reinflow;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
 
-pub struct ReinflowOptions {
-    pub config: Option<ReinflowConfig>,
+pub struct OnPolicyOptions {
+    pub config: Option<OnPolicyConfig>,
     pub run_dir: PathBuf,
     pub device: Device,
     pub resume: bool,
@@ -44,16 +46,17 @@ pub struct ReinflowOptions {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReinflowState {
+pub struct OnPolicyState<C> {
     /// Iterations completed.
     pub iteration: usize,
     pub env_steps: usize,
     /// Training (non-evaluation) iterations completed, for the value warm-up.
     pub training_iterations: usize,
-    pub counters: ReinflowCounters,
+    /// The learner's own counters (optimizer steps, return scale).
+    pub counters: C,
 }
 
-const STATE_FILE: &str = "reinflow_state.json";
+const STATE_FILE: &str = "onpolicy_state.json";
 
 /// A training round's metrics (`rollout/*`).
 #[derive(Debug, Default, Serialize)]
@@ -63,37 +66,64 @@ struct RoundStats {
     worker_failures: usize,
 }
 
-/// Seconds of the iteration's phases and the minibatch steps taken (`time/*`, `ppo/*`).
+/// Seconds of the iteration's phases (`time/*`).
 #[derive(Debug, Default, Serialize)]
 struct PhaseTimes {
     rollout_s: f64,
     update_s: f64,
 }
 
-pub fn finetune_reinflow(options: ReinflowOptions) -> Result<FinetuneSummary> {
-    // The run directory, the networks (resumed from the latest checkpoint) and the workers.
+/// Opens the run directory, builds the config's learner from the pretrained checkpoint and
+/// runs the loop.
+pub fn finetune_on_policy(options: OnPolicyOptions) -> Result<FinetuneSummary> {
     let run_dir = options.run_dir.clone();
-    let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
-    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), ReinflowConfig::load)?;
+    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), OnPolicyConfig::load)?;
     std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
     let config_path = run_dir.join("config.json");
     write_atomic(&config_path, serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;
     let pretrained = checkpoint::resolve(&config.pretrained)?;
     checkpoint::require_single_frame(&pretrained)?;
     tch::manual_seed(config.seed as i64);
-    let mut learner = Reinflow::new(&pretrained, &config.reinflow, options.device)?;
+    let missing =
+        |section: &str| Error::Config { file: config_path.clone(), message: format!("field `{section}` is missing") };
+    match config.algorithm {
+        Algorithm::Reinflow => {
+            let chain = config.reinflow.as_ref().ok_or_else(|| missing("reinflow"))?;
+            let learner = Reinflow::new(&pretrained, chain, &config.ppo, options.device)?;
+            run(learner, &config, &options, latest)
+        }
+        Algorithm::Fpo => {
+            let fpo = config.fpo.as_ref().ok_or_else(|| missing("fpo"))?;
+            let learner = Fpo::new(&pretrained, fpo, &config.ppo, options.device)?;
+            run(learner, &config, &options, latest)
+        }
+        Algorithm::Rldt => Err(Error::Config {
+            file: config_path,
+            message: "field `algorithm`: rldt runs through train::finetune".into(),
+        }),
+    }
+}
+
+fn run<L: OnPolicyLearner>(
+    mut learner: L,
+    config: &OnPolicyConfig,
+    options: &OnPolicyOptions,
+    latest: Option<PathBuf>,
+) -> Result<FinetuneSummary> {
+    let run_dir = options.run_dir.clone();
+    let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
     let (mut start, mut env_steps, mut training_iterations) = (0, 0, 0);
     if let (true, Some(dir)) = (options.resume, &latest) {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
-        let state: ReinflowState =
+        let state: OnPolicyState<L::Counters> =
             serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", path.display())))?;
         learner.load(dir, state.counters)?;
         (start, env_steps, training_iterations) = (state.iteration, state.env_steps, state.training_iterations);
-        eprintln!("[reinflow] resuming {}: iterations {start}.. remain", dir.display());
+        eprintln!("[finetune] resuming {}: iterations {start}.. remain", dir.display());
     }
     let mut metrics_log = MetricsLog::open(&run_dir, options.resume.then_some(start as i64 - 1))?;
-    let mut envs = open_workers(&config.env, learner.actor.spec(), config.rollout.envs)?;
+    let mut envs = open_workers(&config.env, learner.actor().spec(), config.rollout.envs)?;
     let evaluation = EvaluationContext {
         run_dir: &run_dir,
         pretrained: &config.pretrained,
@@ -113,18 +143,18 @@ pub fn finetune_reinflow(options: ReinflowOptions) -> Result<FinetuneSummary> {
         if iteration % config.schedule.eval_every == 0 {
             // 1a. Evaluation: the plain ODE on the fixed seeds; no update.
             progress.set_message(format!("iteration {iteration}: evaluation"));
-            let (point, _) = evaluate(&mut envs, &learner.actor, iteration, env_steps, &evaluation)?;
+            let (point, _) = evaluate(&mut envs, learner.actor(), iteration, env_steps, &evaluation)?;
             metrics.extend(
                 named("eval", &point).into_iter().filter(|(k, _)| k != "eval/iteration" && k != "eval/env_steps"),
             );
             metrics.extend(named("time", &PhaseTimes { rollout_s: started.elapsed().as_secs_f64(), update_s: 0.0 }));
             evaluations.push(point);
         } else {
-            // 1b. A training round with noisy chains, then the PPO update.
+            // 1b. A training round, then the learner's update.
             progress.set_message(format!("iteration {iteration}: rollouts"));
             let first = config.seed.wrapping_mul(1_000_003).wrapping_add(iteration as u64 * 10_000);
             let seeds = consecutive_seeds(first, envs.len() * config.rollout.episodes_per_env);
-            let round = collect_on_policy_round(&mut envs, &learner.actor, &seeds, |obs| Ok(learner.act(obs)))?;
+            let round = collect_on_policy_round(&mut envs, learner.actor(), &seeds, |obs| Ok(learner.act(obs)))?;
             env_steps += round.env_steps;
             let rollout_s = started.elapsed().as_secs_f64();
             let round_stats = RoundStats {
@@ -134,20 +164,19 @@ pub fn finetune_reinflow(options: ReinflowOptions) -> Result<FinetuneSummary> {
             };
             metrics.extend(named("rollout", &round_stats));
             if round.trajectories.is_empty() {
-                eprintln!("[reinflow] iteration {iteration}: no complete trajectory (every worker failed); skipping the update");
+                eprintln!("[finetune] iteration {iteration}: no complete trajectory (every worker failed); skipping the update");
             } else {
                 progress.set_message(format!("iteration {iteration}: update"));
-                let train_actor = training_iterations >= config.reinflow.ppo.value_warmup_iterations;
+                let train_actor = training_iterations >= config.ppo.value_warmup_iterations;
                 let updated = Instant::now();
-                let steps =
+                let update =
                     learner.update(&round.trajectories, iteration, train_actor, &mut rng).map_err(|e| match e {
                         Error::NonFinite { step, what, value, .. } => {
                             Error::NonFinite { step, what, value, checkpoints: run_dir::checkpoints_dir(&run_dir) }
                         }
                         other => other,
                     })?;
-                metrics.extend(field_means("ppo", &steps));
-                metrics.push(("ppo/minibatch_steps".into(), steps.len() as f64));
+                metrics.extend(update);
                 metrics.push(("ppo/actor_trained".into(), train_actor as i32 as f64));
                 let update_s = updated.elapsed().as_secs_f64();
                 metrics.extend(named("time", &PhaseTimes { rollout_s, update_s }));
@@ -163,7 +192,7 @@ pub fn finetune_reinflow(options: ReinflowOptions) -> Result<FinetuneSummary> {
         if done % config.checkpoint.every == 0 || done == config.schedule.iterations {
             let pending = PendingCheckpoint::begin(&run_dir, done as i64)?;
             let counters = learner.save(&pending.path(""))?;
-            let state = ReinflowState { iteration: done, env_steps, training_iterations, counters };
+            let state = OnPolicyState { iteration: done, env_steps, training_iterations, counters };
             let text = serde_json::to_string_pretty(&state).expect("state serialises");
             write_atomic(&pending.path(STATE_FILE), text.as_bytes())?;
             last_checkpoint = Some(pending.commit(config.checkpoint.keep)?);

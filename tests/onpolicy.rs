@@ -1,22 +1,31 @@
-//! Tier 2: ReinFlow fine-tuning (`rldt-vision finetune` with a `reinflow` config) end to end on
-//! real robosuite rollouts, at toy scale: a policy pretrained for a few steps on synthetic
-//! 32×32 Square-schema data, one worker, 8-step episodes. Iteration 0 evaluates, iteration 1
-//! trains the value network only, iterations 2–3 train actor, noise network and value; a run
-//! killed after iteration 2 and resumed ends with the same weights and optimizer states, byte
-//! for byte, as the uninterrupted run; a diverging run stops with the step named.
+//! Tier 2: the on-policy baselines, ReinFlow and FPO++ (`rldt-vision finetune` with a
+//! `reinflow` or `fpo` config), end to end on real robosuite rollouts at toy scale: a policy
+//! pretrained for a few steps on synthetic 32×32 Square-schema data, one worker, 8-step
+//! episodes. Iteration 0 evaluates, iteration 1 trains the value network only, iterations 2–3
+//! train the actor (and ReinFlow's noise network) and the value; a run killed after iteration
+//! 2 and resumed ends with the same weights and optimizer states, byte for byte, as the
+//! uninterrupted run; a diverging run stops with the step named.
 
 use std::path::{Path, PathBuf};
 
 use rldt_datasets::synthetic::{write_synthetic, SyntheticSpec};
-use rldt_vision::config::finetune::ReinflowConfig;
+use rldt_vision::config::finetune::OnPolicyConfig;
 use rldt_vision::config::PretrainConfig;
+use rldt_vision::train::onpolicy::{finetune_on_policy, OnPolicyOptions};
 use rldt_vision::train::pretrain::{pretrain, PretrainOptions};
-use rldt_vision::train::reinflow::{finetune_reinflow, ReinflowOptions};
 use serde_json::Value;
 use tch::Device;
 
+/// libtorch's RNG is one per process and the tests of a binary run in parallel threads: the
+/// byte-exact resume comparison needs the runs alone, so every test here holds this lock.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reinflow").join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("onpolicy").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -41,9 +50,10 @@ fn pretrained(name: &str) -> PathBuf {
     dir.join("run")
 }
 
-fn tiny(pretrained: &Path) -> ReinflowConfig {
+/// `configs/finetune/square_<algorithm>.json` at toy scale.
+fn tiny(pretrained: &Path, algorithm: &str) -> OnPolicyConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = ReinflowConfig::load(&root.join("configs/finetune/square_reinflow.json")).unwrap();
+    let mut config = OnPolicyConfig::load(&root.join(format!("configs/finetune/square_{algorithm}.json"))).unwrap();
     config.pretrained = pretrained.into();
     config.env.horizon = 8;
     config.rollout.envs = 1;
@@ -51,15 +61,17 @@ fn tiny(pretrained: &Path) -> ReinflowConfig {
     config.schedule.iterations = 4;
     config.schedule.eval_every = 10;
     config.evaluation.episodes = 2;
-    config.reinflow.chain.denoising_steps = 2;
-    config.reinflow.chain.noise_hidden = vec![16];
-    config.reinflow.ppo.update_epochs = 2;
-    config.reinflow.ppo.minibatch_size = 2;
-    config.reinflow.ppo.target_kl = None;
-    config.reinflow.ppo.value_hidden = vec![16];
-    config.reinflow.ppo.value_warmup_iterations = 1;
-    config.reinflow.ppo.actor_lr.lr = 1e-3;
-    config.reinflow.ppo.actor_lr.warmup_iterations = 0;
+    if let Some(chain) = config.reinflow.as_mut() {
+        chain.denoising_steps = 2;
+        chain.noise_hidden = vec![16];
+    }
+    config.ppo.update_epochs = 2;
+    config.ppo.minibatch_size = 2;
+    config.ppo.target_kl = None;
+    config.ppo.value_hidden = vec![16];
+    config.ppo.value_warmup_iterations = 1;
+    config.ppo.actor_lr.lr = 1e-3;
+    config.ppo.actor_lr.warmup_iterations = 0;
     config.checkpoint.every = 1;
     config.checkpoint.keep = 5;
     config.validate().unwrap();
@@ -67,11 +79,11 @@ fn tiny(pretrained: &Path) -> ReinflowConfig {
 }
 
 fn run(
-    config: Option<ReinflowConfig>,
+    config: Option<OnPolicyConfig>,
     run_dir: &Path,
     resume: bool,
 ) -> rldt_vision::Result<rldt_vision::train::finetune::FinetuneSummary> {
-    finetune_reinflow(ReinflowOptions { config, run_dir: run_dir.into(), device: Device::Cpu, resume })
+    finetune_on_policy(OnPolicyOptions { config, run_dir: run_dir.into(), device: Device::Cpu, resume })
 }
 
 fn metric_lines(run_dir: &Path) -> Vec<Value> {
@@ -81,9 +93,21 @@ fn metric_lines(run_dir: &Path) -> Vec<Value> {
 
 #[test]
 fn reinflow_runs_evaluates_and_resumes_exactly() {
-    let pretrained = pretrained("pretrained");
-    let config = tiny(&pretrained);
-    let run_dir = scratch("run");
+    let _alone = alone();
+    runs_evaluates_and_resumes_exactly("reinflow");
+}
+
+#[test]
+fn fpo_runs_evaluates_and_resumes_exactly() {
+    let _alone = alone();
+    runs_evaluates_and_resumes_exactly("fpo");
+}
+
+fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
+    let reinflow = algorithm == "reinflow";
+    let pretrained = pretrained(&format!("pretrained_{algorithm}"));
+    let config = tiny(&pretrained, algorithm);
+    let run_dir = scratch(&format!("run_{algorithm}"));
     let summary = run(Some(config.clone()), &run_dir, false).unwrap();
     assert!(summary.checkpoint.ends_with("step_00000004"));
     assert_eq!(summary.evaluations.len(), 1, "iteration 0 evaluates");
@@ -94,21 +118,22 @@ fn reinflow_runs_evaluates_and_resumes_exactly() {
     };
     assert!(has("eval/success_rate", 0) && has("eval/success_rate_high", 0));
     assert!(has("ppo/value_loss", 1) && lines[1]["ppo/actor_trained"] == 0.0, "iteration 1: value warm-up");
-    for key in
-        ["ppo/policy_loss", "ppo/entropy", "ppo/approx_kl", "ppo/noise_std", "rollout/success_rate", "time/update_s"]
-    {
+    let own_key = if reinflow { "ppo/noise_std" } else { "ppo/cfm_loss" };
+    for key in ["ppo/policy_loss", "ppo/approx_kl", own_key, "rollout/success_rate", "time/update_s"] {
         assert!(has(key, 2) && has(key, 3), "{key} missing at iterations 2-3");
     }
     assert_eq!(lines[3]["ppo/actor_trained"], 1.0);
-    let noise_std = lines[3]["ppo/noise_std"].as_f64().unwrap();
-    assert!((0.08..=0.14).contains(&noise_std), "σ within its bounds: {noise_std}");
+    if reinflow {
+        let noise_std = lines[3]["ppo/noise_std"].as_f64().unwrap();
+        assert!((0.08..=0.14).contains(&noise_std), "σ within its bounds: {noise_std}");
+    }
 
     // The actor moved, and the checkpoint evaluates like any policy (K' = 2 in its policy.json).
     let step =
         |dir: &Path, n: u32, file: &str| std::fs::read(dir.join(format!("checkpoints/step_{n:08}/{file}"))).unwrap();
     assert_ne!(step(&run_dir, 2, "policy.safetensors"), step(&run_dir, 4, "policy.safetensors"));
     let spec: Value = serde_json::from_slice(&step(&run_dir, 4, "policy.json")).unwrap();
-    assert_eq!(spec["config"]["num_denoising_steps"], 2);
+    assert_eq!(spec["config"]["num_denoising_steps"], if reinflow { 2 } else { 8 });
     let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
         checkpoint: run_dir.clone(),
         online_weights: false,
@@ -126,7 +151,7 @@ fn reinflow_runs_evaluates_and_resumes_exactly() {
     assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));
 
     // Killed after iteration 2's checkpoint: the resumed run ends where the uninterrupted one did.
-    let killed = scratch("killed");
+    let killed = scratch(&format!("killed_{algorithm}"));
     std::fs::create_dir_all(killed.join("checkpoints")).unwrap();
     for n in [1u32, 2] {
         let name = format!("step_{n:08}");
@@ -145,15 +170,17 @@ fn reinflow_runs_evaluates_and_resumes_exactly() {
     let resumed = run(None, &killed, true).unwrap();
     assert_eq!(resumed.resumed_from, Some(2));
     assert_eq!(resumed.env_steps, summary.env_steps);
-    for file in [
+    let mut files = vec![
         "policy.safetensors",
-        "noise.safetensors",
         "value.safetensors",
         "actor_optimizer.safetensors",
-        "noise_optimizer.safetensors",
         "value_optimizer.safetensors",
-        "reinflow_state.json",
-    ] {
+        "onpolicy_state.json",
+    ];
+    if reinflow {
+        files.extend(["noise.safetensors", "noise_optimizer.safetensors"]);
+    }
+    for file in files {
         assert!(step(&run_dir, 4, file) == step(&killed, 4, file), "{file} differs after resume");
     }
     let steps: Vec<i64> = metric_lines(&killed).iter().map(|l| l["step"].as_i64().unwrap()).collect();
@@ -164,11 +191,12 @@ fn reinflow_runs_evaluates_and_resumes_exactly() {
 /// the iteration where it happened; the last checkpoint (iteration 0's) is intact and loads.
 #[test]
 fn a_diverging_reinflow_run_stops_and_keeps_the_last_checkpoint() {
+    let _alone = alone();
     let pretrained = pretrained("pretrained_diverge");
-    let mut config = tiny(&pretrained);
-    config.reinflow.ppo.value_lr.lr = 1e30;
-    config.reinflow.ppo.value_lr.min_lr = 1e30;
-    config.reinflow.ppo.max_grad_norm = 1e30;
+    let mut config = tiny(&pretrained, "reinflow");
+    config.ppo.value_lr.lr = 1e30;
+    config.ppo.value_lr.min_lr = 1e30;
+    config.ppo.max_grad_norm = 1e30;
     config.schedule.iterations = 3;
     let run_dir = scratch("diverge");
     let err = run(Some(config), &run_dir, false).err().expect("the run must stop");
@@ -182,15 +210,18 @@ fn a_diverging_reinflow_run_stops_and_keeps_the_last_checkpoint() {
 }
 
 #[test]
-fn bad_reinflow_settings_are_refused_naming_the_field() {
+fn bad_on_policy_settings_are_refused_naming_the_field() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = ReinflowConfig::load(&root.join("configs/finetune/square_reinflow.json")).unwrap();
-    config.reinflow.chain.noise_std = [0.2, 0.1];
-    assert!(config.validate().unwrap_err().contains("reinflow.chain.noise_std"));
-    let mut value: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("configs/finetune/square_reinflow.json")).unwrap())
-            .unwrap();
-    value["reinflow"]["ppo"]["clip"] = 0.2.into();
-    let err = serde_json::from_value::<ReinflowConfig>(value).unwrap_err().to_string();
+    let load = |name: &str| OnPolicyConfig::load(&root.join(format!("configs/finetune/{name}.json"))).unwrap();
+    let mut config = load("square_reinflow");
+    config.reinflow.as_mut().unwrap().noise_std = [0.2, 0.1];
+    assert!(config.validate().unwrap_err().contains("field `reinflow`"));
+    let mut config = load("square_fpo");
+    config.reinflow = load("square_reinflow").reinflow;
+    assert!(config.validate().unwrap_err().contains("field `algorithm`"), "two algorithm sections are refused");
+    let text = std::fs::read_to_string(root.join("configs/finetune/square_reinflow.json")).unwrap();
+    let mut value: Value = serde_json::from_str(&text).unwrap();
+    value["ppo"]["clip"] = 0.2.into();
+    let err = serde_json::from_value::<OnPolicyConfig>(value).unwrap_err().to_string();
     assert!(err.contains("unknown field `clip`"), "{err}");
 }

@@ -1,0 +1,332 @@
+//! FPO++ (Yi, Choi et al., "Flow Policy Gradients for Robot Control", arXiv 2602.02481, on
+//! FPO: McAllister et al., arXiv 2507.21053; docs/baselines.md): PPO-style updates of a flow
+//! policy without a likelihood. The ratio comes from conditional flow-matching losses on
+//! (τ, ε) draws made at rollout time and reused at update time:
+//!
+//!   x_τ = (1 − τ)·ε + τ·a,   ℓ_θ(a, τ, ε; s) = mean_d (v_θ(x_τ, τ, s) − (a − ε))²
+//!   FPO:    log ρ = mean_i (ℓ_old,i − ℓ_θ,i)               one ratio per chunk
+//!   FPO++:  log ρ_i = ℓ_old,i − ℓ_θ,i                        one ratio per draw (change 1)
+//!   log ρ clipped to ±`log_ratio_clip` (5) before the exponential.
+//!   Trust region per ratio, with Â the chunk's normalised advantage:
+//!     Â ≥ 0 (or `ppo`):  max(−Â ρ, −Â clip(ρ, 1 − ε, 1 + ε))         (PPO)
+//!     Â < 0 (`aspo`):    −(Â ρ − |Â|/(2ε)·(ρ − 1)²)                   (SPO; change 2)
+//!   loss = mean over chunks and draws + c_V·½·mean (V(s) − R)²
+//! SPO's penalty pulls ρ back to 1 − ε instead of cutting the gradient at the clip edge, so a
+//! negative advantage cannot drive the flow-matching loss of an action up without bound.
+//! Rollouts sample the policy's own ODE from x_0 ~ N(0, I) (its stochasticity); evaluation
+//! runs the same ODE from per-episode noise.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::critic::init_encoder_from_actor;
+use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
+use super::ppo::{clip_gradients, normalize_advantages, PpoSettings, RunningReturnScale};
+use super::reinflow::{finite, VALUE_FILE, VALUE_OPTIMIZER_FILE};
+use super::value::ValueNet;
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use crate::policy::checkpoint::{self, Weights};
+use crate::policy::{flow, FlowPolicy, ObsBatch};
+use crate::train::metrics::{field_means, Metrics};
+use rldt_datasets::random::SplitMix64;
+
+/// The trust region of each ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustRegion {
+    /// PPO's clip for every advantage (FPO).
+    Ppo,
+    /// PPO's clip for Â ≥ 0, SPO's penalty for Â < 0 (FPO++).
+    Aspo,
+}
+
+/// The `fpo` section of a fine-tuning config (FPO++'s choices by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FpoSettings {
+    /// N_mc (τ, ε) draws per chunk, made at rollout time (8).
+    pub samples_per_chunk: usize,
+    /// One ratio per draw (FPO++: true) or one per chunk from the averaged losses (FPO).
+    pub per_sample_ratio: bool,
+    pub trust_region: TrustRegion,
+    /// |log ρ| is clipped to this before the exponential (5).
+    pub log_ratio_clip: f64,
+}
+
+/// log ρ from old and new losses [B, N]: per draw [B, N] (FPO++) or per chunk [B, 1] (FPO),
+/// clipped to ±`clip`.
+pub fn fpo_log_ratio(old_losses: &Tensor, new_losses: &Tensor, per_sample: bool, clip: f64) -> Tensor {
+    let difference = old_losses - new_losses;
+    let log_ratio = if per_sample { difference } else { difference.mean_dim([-1i64].as_slice(), true, Kind::Float) };
+    log_ratio.clamp(-clip, clip)
+}
+
+/// The trust-region objective as a loss, mean over its elements: log ρ [B, M] (with gradient)
+/// and Â [B, 1] broadcast along the draws.
+pub fn trust_region_loss(log_ratio: &Tensor, advantages: &Tensor, clip: f64, region: TrustRegion) -> Tensor {
+    let ratio = log_ratio.exp();
+    let ppo = (-advantages * &ratio).maximum(&(-advantages * ratio.clamp(1.0 - clip, 1.0 + clip)));
+    match region {
+        TrustRegion::Ppo => ppo.mean(Kind::Float),
+        TrustRegion::Aspo => {
+            let spo = -(advantages * &ratio - advantages.abs() / (2.0 * clip) * (&ratio - 1.0).square());
+            ppo.where_self(&advantages.ge(0.0).expand_as(&ratio), &spo).mean(Kind::Float)
+        }
+    }
+}
+
+/// One minibatch step's numbers (`ppo/*` metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FpoStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    /// Mean ℓ_θ over the minibatch's draws.
+    pub cfm_loss: f64,
+    pub approx_kl: f64,
+    pub clip_fraction: f64,
+    pub ratio: f64,
+    pub actor_grad_norm: f64,
+    pub value_grad_norm: f64,
+    pub advantage_std: f64,
+    pub value_mean: f64,
+    pub return_scale: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FpoCounters {
+    pub actor_optimizer_steps: i64,
+    pub value_optimizer_steps: i64,
+    pub return_scale: RunningReturnScale,
+}
+
+/// What FPO++ trains: the actor (the flow policy), V_ψ, one AdamW per VarStore.
+pub struct Fpo {
+    pub actor_vs: nn::VarStore,
+    pub actor: FlowPolicy,
+    pub value_vs: nn::VarStore,
+    pub value: ValueNet,
+    actor_optimizer: AdamW,
+    value_optimizer: AdamW,
+    pub fpo: FpoSettings,
+    pub ppo: PpoSettings,
+    pub return_scale: RunningReturnScale,
+}
+
+pub const ACTOR_OPTIMIZER_FILE: &str = "actor_optimizer.safetensors";
+
+impl Fpo {
+    /// The actor from the pretrained checkpoint's EMA weights; V's encoder from the actor's.
+    pub fn new(pretrained: &Path, fpo: &FpoSettings, ppo: &PpoSettings, device: Device) -> Result<Self> {
+        let (actor_vs, actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        let value_vs = nn::VarStore::new(device);
+        let value = ValueNet::new(&value_vs.root(), actor.spec(), &ppo.value_hidden)
+            .map_err(crate::policy::PolicyError::from)?;
+        init_encoder_from_actor(&value_vs, &actor_vs)
+            .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
+        Ok(Self {
+            actor_optimizer: AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0),
+            value_optimizer: AdamW::new(&value_vs, 0.9, 0.999, 1e-8, 0.0),
+            actor_vs,
+            actor,
+            value_vs,
+            value,
+            fpo: fpo.clone(),
+            ppo: ppo.clone(),
+            return_scale: RunningReturnScale::default(),
+        })
+    }
+
+    /// ℓ_θ of every draw: cond [B, C], actions [B, D], τ [B, N], ε [B, N, D] → [B, N].
+    fn cfm_losses(&self, cond: &Tensor, actions: &Tensor, tau: &Tensor, epsilon: &Tensor) -> Tensor {
+        let (b, n, d) = (epsilon.size()[0], epsilon.size()[1], epsilon.size()[2]);
+        let a = actions.unsqueeze(1).expand([b, n, d], false).reshape([b * n, d]);
+        let eps = epsilon.reshape([b * n, d]);
+        let t = tau.reshape([b * n, 1]);
+        let cond = cond.unsqueeze(1).expand([b, n, cond.size()[1]], false).reshape([b * n, -1]);
+        let x_t = flow::interpolate(&eps, &a, &t);
+        let error = self.actor.velocity(&x_t, &t, &cond) - flow::target_velocity(&eps, &a);
+        error.square().mean_dim([-1i64].as_slice(), false, Kind::Float).view([b, n])
+    }
+
+    /// Splits replay numbers [B, D + N + N·D + N] into (a, τ, ε, ℓ_old).
+    fn unpack(&self, replay: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
+        let (b, d, n) = (replay.size()[0], self.actor.action_numbers(), self.fpo.samples_per_chunk as i64);
+        let parts = replay.split_with_sizes([d, n, n * d, n], 1);
+        (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].view([b, n, d]), parts[3].shallow_clone())
+    }
+}
+
+impl OnPolicyLearner for Fpo {
+    type Counters = FpoCounters;
+
+    fn actor(&self) -> &FlowPolicy {
+        &self.actor
+    }
+
+    /// The policy's own ODE sample per state, N fresh (τ, ε) draws with their ℓ_old, V_old(s).
+    /// Replay numbers per chunk: a [D], τ [N], ε [N·D], ℓ_old [N].
+    fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
+        tch::no_grad(|| {
+            let cond = self.actor.condition(obs, false);
+            let b = cond.size()[0];
+            let k = self.actor.spec().config.num_denoising_steps;
+            let actions = self.actor.sample_chain(&cond, &self.actor.initial_noise(b, false)).get(k);
+            let (n, d) = (self.fpo.samples_per_chunk as i64, self.actor.action_numbers());
+            let tau = Tensor::rand([b, n], (Kind::Float, cond.device()));
+            let epsilon = Tensor::randn([b, n, d], (Kind::Float, cond.device()));
+            let losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
+            let replay = Tensor::cat(&[actions.shallow_clone(), tau, epsilon.view([b, n * d]), losses], 1);
+            let replay: Vec<f32> = replay.to_device(Device::Cpu).contiguous().view([-1]).try_into().expect("f32");
+            let values: Vec<f32> = self.value.forward_t(obs, false).to_device(Device::Cpu).try_into().expect("f32");
+            let width = replay.len() / b as usize;
+            let samples = (0..b as usize)
+                .map(|i| ChunkSample {
+                    executed: Vec::new(),
+                    replay: replay[i * width..(i + 1) * width].to_vec(),
+                    log_prob: 0.0,
+                    value: values[i],
+                })
+                .collect();
+            (actions, samples)
+        })
+    }
+
+    fn update(
+        &mut self,
+        trajectories: &[OnPolicyTrajectory],
+        iteration: usize,
+        train_actor: bool,
+        rng: &mut SplitMix64,
+    ) -> Result<Metrics> {
+        let ppo = self.ppo.clone();
+        let device = self.actor.device();
+        let prepared = advantages(trajectories, &self.value, &mut self.return_scale, &ppo, device);
+        let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
+        let mut stats = Vec::new();
+        'epochs: for _ in 0..ppo.update_epochs {
+            let mut order: Vec<usize> = (0..prepared.samples.len()).collect();
+            rng.shuffle(&mut order);
+            for rows in order.chunks(ppo.minibatch_size.max(1)) {
+                let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
+                let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
+                let cond = self.actor.condition(&obs, ppo.augment);
+                let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
+                let log_ratio =
+                    fpo_log_ratio(&old_losses, &new_losses, self.fpo.per_sample_ratio, self.fpo.log_ratio_clip);
+                let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
+                let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
+                let values = self.value.forward_t(&obs, ppo.augment);
+                let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
+                let loss = if train_actor {
+                    &policy_loss + &value_loss * ppo.value_coef
+                } else {
+                    &value_loss * ppo.value_coef
+                };
+                finite(&loss, iteration, "FPO loss")?;
+                self.actor_optimizer.zero_grad();
+                self.value_optimizer.zero_grad();
+                loss.backward();
+                let actor_grad_norm = if train_actor {
+                    clip_gradients(&self.actor_vs.trainable_variables(), ppo.max_grad_norm)
+                } else {
+                    0.0
+                };
+                let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
+                if train_actor {
+                    self.actor_optimizer.step(actor_lr);
+                }
+                self.value_optimizer.step(value_lr);
+                let (approx_kl, clip_fraction, ratio) = tch::no_grad(|| {
+                    let ratio = log_ratio.exp();
+                    let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
+                    let outside = (&ratio - 1.0).abs().gt(ppo.clip_ratio).to_kind(Kind::Float).mean(Kind::Float);
+                    (kl, outside.double_value(&[]), ratio.mean(Kind::Float).double_value(&[]))
+                });
+                stats.push(FpoStats {
+                    policy_loss: policy_loss.double_value(&[]),
+                    value_loss: value_loss.double_value(&[]),
+                    cfm_loss: new_losses.mean(Kind::Float).double_value(&[]),
+                    approx_kl,
+                    clip_fraction,
+                    ratio,
+                    actor_grad_norm,
+                    value_grad_norm,
+                    advantage_std: batch_advantages.std(true).double_value(&[]),
+                    value_mean: values.mean(Kind::Float).double_value(&[]),
+                    return_scale: prepared.reward_scale,
+                });
+                if train_actor && ppo.target_kl.is_some_and(|kl| approx_kl > kl) {
+                    break 'epochs;
+                }
+            }
+        }
+        let mut metrics = field_means("ppo", &stats);
+        metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
+        Ok(metrics)
+    }
+
+    fn save(&self, dir: &Path) -> Result<FpoCounters> {
+        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
+        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;
+        self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;
+        self.value_optimizer.save(&dir.join(VALUE_OPTIMIZER_FILE))?;
+        Ok(FpoCounters {
+            actor_optimizer_steps: self.actor_optimizer.steps_taken(),
+            value_optimizer_steps: self.value_optimizer.steps_taken(),
+            return_scale: self.return_scale.clone(),
+        })
+    }
+
+    fn load(&mut self, dir: &Path, counters: FpoCounters) -> Result<()> {
+        checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
+        checkpoint::load_weights(&mut self.value_vs, &dir.join(VALUE_FILE))?;
+        self.actor_optimizer.load(&dir.join(ACTOR_OPTIMIZER_FILE), counters.actor_optimizer_steps)?;
+        self.value_optimizer.load(&dir.join(VALUE_OPTIMIZER_FILE), counters.value_optimizer_steps)?;
+        self.return_scale = counters.return_scale;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Old losses (1.0, 2.0), new (0.5, 2.5): per draw log ρ = (0.5, −0.5); FPO's averaged
+    /// ratio: log ρ = 0 (ρ = 1) for the chunk; a clip of 0.3 caps the per-draw values.
+    #[test]
+    fn the_fpo_ratio_from_known_losses() {
+        let old = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
+        let new = Tensor::from_slice(&[0.5f32, 2.5]).view([1, 2]);
+        let per_draw: Vec<f32> = fpo_log_ratio(&old, &new, true, 5.0).view([-1]).try_into().unwrap();
+        assert_eq!(per_draw, [0.5, -0.5]);
+        assert_eq!(fpo_log_ratio(&old, &new, false, 5.0).size(), [1, 1]);
+        assert!(fpo_log_ratio(&old, &new, false, 5.0).double_value(&[0, 0]).abs() < 1e-7);
+        let clipped: Vec<f32> = fpo_log_ratio(&old, &new, true, 0.3).view([-1]).try_into().unwrap();
+        assert_eq!(clipped, [0.3, -0.3]);
+    }
+
+    /// ε = 0.2. Â = −1, ρ = 0.9: SPO's objective −0.9 − (1/0.4)·0.01 = −0.925, loss 0.925, and
+    /// d loss/dρ = −(Â − |Â|/ε·(ρ − 1)) = −(−1 + 0.5) = 0.5, so d loss/d log ρ = 0.45 (PPO's
+    /// clip would give 0.9 here, and 0 beyond 0.8). Â = +1, ρ = 1.5: PPO's clip, loss −1.2,
+    /// no gradient.
+    #[test]
+    fn the_asymmetric_trust_region_by_hand() {
+        let log_ratio = Tensor::from_slice(&[0.9f32.ln(), 1.5f32.ln()]).view([2, 1]).set_requires_grad(true);
+        let advantages = Tensor::from_slice(&[-1.0f32, 1.0]).view([2, 1]);
+        let loss = trust_region_loss(&log_ratio, &advantages, 0.2, TrustRegion::Aspo);
+        assert!((loss.double_value(&[]) - (0.925 - 1.2) / 2.0).abs() < 1e-6, "{}", loss.double_value(&[]));
+        loss.backward();
+        let grad: Vec<f32> = log_ratio.grad().view([-1]).try_into().unwrap();
+        assert!((grad[0] - 0.45 / 2.0).abs() < 1e-6 && grad[1].abs() < 1e-9, "{grad:?}");
+        // Beyond the clip edge SPO still pulls back: ρ = 0.6, Â = −1 → dL/dρ = −(−1 + 2) = −1.
+        let log_ratio = Tensor::from_slice(&[0.6f32.ln()]).view([1, 1]).set_requires_grad(true);
+        trust_region_loss(&log_ratio, &Tensor::from_slice(&[-1.0f32]).view([1, 1]), 0.2, TrustRegion::Aspo).backward();
+        assert!((log_ratio.grad().double_value(&[0, 0]) + 0.6).abs() < 1e-5);
+    }
+}
