@@ -12,7 +12,7 @@ use rldt_vision::bench::rollout::RolloutBenchOptions;
 use rldt_vision::collect::CollectOptions;
 use rldt_vision::eval::EvalOptions;
 use rldt_vision::toy::ToyOptions;
-use rldt_vision::toy_reinflow::ToyReinflowOptions;
+use rldt_vision::toy_baselines::ToyReinflowOptions;
 use rldt_vision::train::finetune::FinetuneArgs;
 use rldt_vision::train::pretrain::PretrainArgs;
 
@@ -76,7 +76,8 @@ pub enum Command {
     /// steps with the SVGD field and with the delta ablation, or the ReinFlow baseline. Prints
     /// one JSON report per run.
     Toy {
-        /// Methods: `svgd`, `delta` (RLDT's fields), `reinflow` (`--methods` also accepted).
+        /// Methods: `svgd`, `delta` (RLDT's fields), `reinflow`, `fpo` (the baselines;
+        /// `--methods` also accepted).
         #[arg(long, alias = "methods", value_delimiter = ',', default_value = "svgd,delta")]
         fields: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "0,1,2")]

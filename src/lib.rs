@@ -20,7 +20,7 @@ pub mod rl;
 pub mod run_dir;
 pub mod sim;
 pub mod toy;
-pub mod toy_reinflow;
+pub mod toy_baselines;
 pub mod train;
 pub mod viz;
 

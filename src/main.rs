@@ -13,7 +13,7 @@ use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
 use rldt_vision::toy::{run_toy, ToyOptions, ToyReport};
-use rldt_vision::toy_reinflow::run_toy_reinflow;
+use rldt_vision::toy_baselines::{run_toy_fpo, run_toy_reinflow};
 use rldt_vision::viz::{Recorder, Sink};
 
 /// The device, threads and run directory a training run starts with (stderr).
@@ -117,11 +117,12 @@ fn main() -> anyhow::Result<()> {
                 let field = match method.as_str() {
                     "svgd" => FieldKind::Svgd,
                     "delta" => FieldKind::Delta,
-                    "reinflow" => {
+                    "reinflow" | "fpo" => {
+                        let run = if method == "fpo" { run_toy_fpo } else { run_toy_reinflow };
                         let reports: Vec<ToyReport> = (seeds.iter())
                             .map(|&seed| {
                                 let (steps, lr, n) = (options.pretrain_steps, options.actor_lr, options.samples);
-                                let report = run_toy_reinflow(seed, steps, lr, n, &reinflow);
+                                let report = run(seed, steps, lr, n, &reinflow);
                                 println!("{}", serde_json::to_string(&report).expect("report serialises"));
                                 report
                             })
@@ -129,7 +130,7 @@ fn main() -> anyhow::Result<()> {
                         print_toy_summary(method, &reports);
                         continue;
                     }
-                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta or reinflow)"),
+                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta, reinflow or fpo)"),
                 };
                 let reports = (seeds.iter())
                     .map(|&seed| run_toy_recorded(&ToyOptions { field, seed, ..options.clone() }, &record_dir, &sink))

@@ -53,7 +53,7 @@ pub struct CloudStats {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ToyReport {
-    /// `svgd` or `delta` (RLDT's fields), or `reinflow` (`crate::toy_reinflow`).
+    /// `svgd` or `delta` (RLDT's fields), or `reinflow` / `fpo` (`crate::toy_baselines`).
     pub method: String,
     pub seed: i64,
     /// Before fine-tuning.
