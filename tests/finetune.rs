@@ -126,6 +126,8 @@ fn finetune_runs_evaluates_and_resumes() {
         "/metrics/critic/td_loss",
         "/metrics/svgd/repulsion_norm",
         "/metrics/eval/success_rate",
+        "/metrics/eval/success_rate_low",
+        "/metrics/eval/success_rate_high",
         "/rollout/camera/agentview_image",
         "/rollout/action/dx",
     ] {
