@@ -4,11 +4,12 @@
 //! particles: chains, a†, ∇Q, SVGD field, losses, backward, AdamW) for the policy of a
 //! pretraining config, on synthetic trajectories of those shapes. With `--torch`, the same
 //! computation runs in PyTorch eager (`scripts/bench_finetune_torch.py`) in the same call.
-//! Beside them, one ReinFlow minibatch step (`--reinflow-minibatch` chunks: the noisy chain's
-//! log-likelihood under θ and φ, V, the PPO loss, backward, clipping, three AdamW steps) with
-//! the settings of `configs/finetune/square_reinflow.json`, and the update seconds per env step
-//! of each algorithm at its paper schedule (RLDT: 16 rounds × (32 critic + 2 actor) steps,
-//! ReinFlow: 10 epochs × 20 minibatches, both per 51,200 env steps).
+//! Beside them, one minibatch step of each on-policy baseline (`--reinflow-minibatch` chunks;
+//! ReinFlow: the noisy chain's log-likelihood under θ and φ; FPO++: the CFM losses of 8 draws
+//! per chunk; then V, the loss, backward, clipping, AdamW) with the settings of
+//! `configs/finetune/square_{reinflow,fpo}.json`, and the update seconds per env step of each
+//! algorithm at its paper schedule (RLDT: 16 rounds × (32 critic + 2 actor) steps, the
+//! baselines: 10 epochs × 20 minibatches, all per 51,200 env steps).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,7 +72,7 @@ pub struct FinetuneBenchOptions {
     /// defaults.
     #[arg(long, requires = "torch_python")]
     pub torch_keep_freed_memory: bool,
-    /// Chunks per ReinFlow minibatch (authors' Square config: 640).
+    /// Chunks per ReinFlow / FPO++ minibatch (authors' Square config: 640).
     #[arg(long, default_value_t = 640)]
     pub reinflow_minibatch: usize,
     #[arg(skip = PathBuf::from("data/bench"))]
@@ -158,12 +159,14 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let critic_s = time(&mut || rldt.critic_step(&critic_refs, 1e-3).map(|_| ()))?;
     let actor_s = time(&mut || rldt.actor_step(&actor_refs).map(|_| ()))?;
     drop(rldt);
-    let reinflow_s = time_reinflow_step(&dir, &spec, options, device, &mut rng, &time)?;
+    let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
+    let fpo_s = time_on_policy_step("fpo", &dir, &spec, options, device, &mut rng, &time)?;
     // Update seconds per env step at each algorithm's paper schedule (51,200 env steps per
     // iteration: 64 envs × 2 episodes × 400 steps).
     let env_steps = 51_200.0;
     let rldt_update_s = 16.0 * (32.0 * critic_s + 2.0 * actor_s);
     let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
+    let fpo_update_s = 10.0 * 20.0 * fpo_s;
     let mut report = json!({
         "bench": "finetune",
         "machine": super::cpu_description(),
@@ -178,9 +181,13 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
         },
         "steps_timed": options.steps,
-        "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s},
+        "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
-        "update_s_per_env_step": {"rldt": rldt_update_s / env_steps, "reinflow": reinflow_update_s / env_steps},
+        "update_s_per_env_step": {
+            "rldt": rldt_update_s / env_steps,
+            "reinflow": reinflow_update_s / env_steps,
+            "fpo": fpo_update_s / env_steps,
+        },
     });
     if let Some(python) = &options.torch_python {
         let torch = run_torch(python, options, (config, device, threads), (p, a))?;
@@ -236,8 +243,11 @@ fn run_torch(
     super::baseline_result(&script, output, 12)
 }
 
-/// One ReinFlow minibatch step on synthetic chunks (the update's whole cost per minibatch).
-fn time_reinflow_step(
+/// One minibatch step of an on-policy baseline (`algorithm`: `reinflow` or `fpo`, with the
+/// settings of `configs/finetune/square_<algorithm>.json`) on synthetic chunks: the update's
+/// whole cost per minibatch.
+fn time_on_policy_step(
+    algorithm: &str,
     dir: &Path,
     spec: &PolicySpec,
     options: &FinetuneBenchOptions,
@@ -245,45 +255,54 @@ fn time_reinflow_step(
     rng: &mut SplitMix64,
     time: &dyn Fn(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
 ) -> Result<f64> {
-    use crate::rl::onpolicy::{OnPolicyLearner, OnPolicyTrajectory};
-    use crate::rl::reinflow::Reinflow;
-    let config = crate::config::finetune::OnPolicyConfig::load(Path::new("configs/finetune/square_reinflow.json"))?;
-    let mut chain = config.reinflow.expect("square_reinflow.json has a reinflow section");
+    use crate::rl::onpolicy::OnPolicyTrajectory;
+    let file = format!("configs/finetune/square_{algorithm}.json");
+    let config = crate::config::finetune::OnPolicyConfig::load(Path::new(&file))?;
     let mut ppo = config.ppo;
-    chain.denoising_steps = spec.config.num_denoising_steps;
     ppo.update_epochs = 1;
     ppo.minibatch_size = options.reinflow_minibatch;
     ppo.target_kl = None;
-    let mut learner = Reinflow::new(dir, &chain, &ppo, device)?;
-    let width = ((chain.denoising_steps + 1) * learner.actor.action_numbers()) as usize;
-    let chunks_per_trajectory = options.chunks.max(1);
-    let trajectories: Vec<OnPolicyTrajectory> = (0..options.reinflow_minibatch.div_ceil(chunks_per_trajectory))
-        .map(|_| {
-            let trajectory = synthetic_trajectory(spec, chunks_per_trajectory, rng);
-            let replay =
-                (0..chunks_per_trajectory).map(|_| (0..width).map(|_| rng.normal() as f32 * 0.5).collect()).collect();
-            OnPolicyTrajectory {
-                trajectory,
-                replay,
-                log_probs: vec![0.5; chunks_per_trajectory],
-                values: vec![0.0; chunks_per_trajectory],
-            }
-        })
-        .collect();
-    // Exactly one minibatch: the first `reinflow_minibatch` chunks.
+    let d = spec.config.pred_horizon * spec.action_dim;
+    let (mut learner, width): (Box<dyn OnPolicyLearnerStep>, i64) = match config.reinflow {
+        Some(mut chain) => {
+            chain.denoising_steps = spec.config.num_denoising_steps;
+            let width = (chain.denoising_steps + 1) * d;
+            (Box::new(crate::rl::reinflow::Reinflow::new(dir, &chain, &ppo, device)?), width)
+        }
+        None => {
+            let fpo = config.fpo.expect("an fpo config has an fpo section");
+            let n = fpo.samples_per_chunk as i64;
+            (Box::new(crate::rl::fpo::Fpo::new(dir, &fpo, &ppo, device)?), d + n + n * d + n)
+        }
+    };
+    let chunks = options.chunks.max(1);
+    // Exactly one minibatch: `reinflow_minibatch` chunks over as many trajectories as needed.
     let mut chunks_left = options.reinflow_minibatch;
-    let trajectories: Vec<OnPolicyTrajectory> = trajectories
-        .into_iter()
-        .map(|mut t| {
-            let keep = chunks_left.min(t.chunks());
-            chunks_left -= keep;
-            t.trajectory.chunks = keep;
-            t.trajectory.raw_rewards.truncate(keep);
-            t.replay.truncate(keep);
-            t.log_probs.truncate(keep);
-            t.values.truncate(keep);
-            t
-        })
-        .collect();
-    time(&mut || learner.update(&trajectories, 50, true, rng).map(|_| ()))
+    let mut trajectories = Vec::new();
+    while chunks_left > 0 {
+        let keep = chunks_left.min(chunks);
+        chunks_left -= keep;
+        let mut trajectory = synthetic_trajectory(spec, chunks, rng);
+        trajectory.chunks = keep;
+        trajectory.raw_rewards.truncate(keep);
+        let replay = (0..keep).map(|_| (0..width).map(|_| rng.uniform() as f32).collect()).collect();
+        trajectories.push(OnPolicyTrajectory {
+            trajectory,
+            replay,
+            log_probs: vec![0.5; keep],
+            values: vec![0.0; keep],
+        });
+    }
+    time(&mut || learner.step(&trajectories, rng))
+}
+
+/// The one call the bench makes on either learner.
+trait OnPolicyLearnerStep {
+    fn step(&mut self, trajectories: &[crate::rl::onpolicy::OnPolicyTrajectory], rng: &mut SplitMix64) -> Result<()>;
+}
+
+impl<L: crate::rl::onpolicy::OnPolicyLearner> OnPolicyLearnerStep for L {
+    fn step(&mut self, trajectories: &[crate::rl::onpolicy::OnPolicyTrajectory], rng: &mut SplitMix64) -> Result<()> {
+        self.update(trajectories, 50, true, rng).map(|_| ())
+    }
 }
