@@ -108,7 +108,8 @@ impl EvalReport {
             successes,
             success_rate: successes as f64 / n.max(1) as f64,
             success_rate_ci95: wilson_interval(successes, n),
-            mean_episode_length: results.iter().map(|r| r.length as f64).sum::<f64>() / n.max(1) as f64,
+            // fold from +0.0: an empty f64 `sum` is −0.0, which prints as "-0 steps".
+            mean_episode_length: results.iter().fold(0.0, |total, r| total + r.length as f64) / n.max(1) as f64,
             env_steps,
             seconds,
             per_episode: results,
@@ -282,6 +283,13 @@ fn write_gif(path: &Path, frames: &[Vec<u8>], size: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_evaluation_reports_plus_zero() {
+        let report = EvalReport::of(PathBuf::from("ckpt"), "ema", Task::Lift, vec![], 0, 0.0);
+        assert!(report.mean_episode_length == 0.0 && report.mean_episode_length.is_sign_positive());
+        assert_eq!(format!("{:.0}", report.mean_episode_length), "0");
+    }
 
     #[test]
     fn wilson_reference_values() {

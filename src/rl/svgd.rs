@@ -58,8 +58,9 @@ pub fn transport_field(
     temperature: Temperature,
 ) -> TransportField {
     let p = particles.size()[1];
+    let kind = queries.kind(); // every sum at the dtype it is given (float64 for reference checks)
     let differences = queries.unsqueeze(2) - particles.unsqueeze(1); // [B, P_i, P_j, D]: a†_i − a_j
-    let squared = differences.square().sum_dim_intlist(-1, false, Kind::Float); // [B, P, P]
+    let squared = differences.square().sum_dim_intlist(-1, false, kind); // [B, P, P]
     let h = match bandwidth {
         Bandwidth::Median => (lower_median(&squared) / (2.0 * ((p + 1) as f64).ln())).clamp_min(1e-8),
         Bandwidth::Fixed(h) => squared.select(-1, 0).full_like(h),
@@ -67,12 +68,12 @@ pub fn transport_field(
     let kernel = (-&squared / (h.unsqueeze(-1) * 2.0)).exp(); // [B, P_i, P_j]
     let alpha = match temperature {
         Temperature::ScoreNorm { scale } => {
-            scores.norm_scalaropt_dim(2.0, [-1], false).mean_dim(-1, false, Kind::Float).clamp(0.0, 1e5) * scale
+            scores.norm_scalaropt_dim(2.0, [-1], false).mean_dim(-1, false, kind).clamp(0.0, 1e5) * scale
         }
         Temperature::Fixed(a) => scores.select(1, 0).select(-1, 0).full_like(a),
     }; // [B]
     let attraction = kernel.matmul(scores) / p as f64; // Σ_j k_ij g_j / P: [B, P, D]
-    let weighted = (kernel.unsqueeze(-1) * &differences).sum_dim_intlist(2, false, Kind::Float); // Σ_j k_ij (a†_i − a_j)
+    let weighted = (kernel.unsqueeze(-1) * &differences).sum_dim_intlist(2, false, kind); // Σ_j k_ij (a†_i − a_j)
     let repulsion = weighted / h.unsqueeze(-1) * alpha.view([-1, 1, 1]) / p as f64;
     TransportField { field: &attraction + &repulsion, attraction, repulsion, bandwidth: h, alpha }
 }
@@ -110,6 +111,17 @@ mod tests {
         );
         let h0 = field.bandwidth.get(0).get(0).double_value(&[]);
         assert!((h0 - 9.0 / (2.0 * 9f64.ln())).abs() < 1e-5, "{h0}");
+    }
+
+    /// The field works at the dtype it is given: float64 particles [0, 1, 3] give
+    /// h = 1 / (2 ln 4) to 1e-12 and a float64 field.
+    #[test]
+    fn float64_inputs_stay_float64() {
+        let a = Tensor::from_slice(&[0.0f64, 1.0, 3.0]).view([1, 3, 1]);
+        let field = transport_field(&a, &a, &a.ones_like(), Bandwidth::Median, Temperature::ScoreNorm { scale: 0.001 });
+        assert_eq!(field.field.kind(), tch::Kind::Double);
+        let h = field.bandwidth.double_value(&[0, 0]);
+        assert!((h - 1.0 / (2.0 * 4f64.ln())).abs() < 1e-12, "{h}");
     }
 
     /// Two particles, no scores: the repulsion pushes them apart, equal and opposite. (A fixed
