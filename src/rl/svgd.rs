@@ -11,7 +11,7 @@
 //! - repulsion_i  = (1/P)·Σ_j α(s)·k_ij·(a†_i − a_j)/h_i
 //! - φ_i = attraction_i + repulsion_i   (α × the SVGD direction for p ∝ exp(Q/α))
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// How the kernel bandwidth is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,7 +81,7 @@ pub fn transport_field(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn tensor(values: &[f32], shape: &[i64]) -> Tensor {
         Tensor::from_slice(values).view(shape)
