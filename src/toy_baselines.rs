@@ -48,6 +48,18 @@ pub struct ToyReinflowOptions {
     pub reinflow_target_kl: f64,
 }
 
+/// The policy RLDT's toy starts from for `seed`: the same RNG sequence (the reference policy
+/// RLDT's toy builds is built and dropped), the same data and steps.
+fn pretrained_toy_policy(seed: i64, pretrain_steps: i64) -> (nn::VarStore, FlowPolicy) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let policy = FlowPolicy::new(&vs.root(), toy_spec()).expect("toy spec is valid");
+    let reference_vs = nn::VarStore::new(Device::Cpu);
+    let _reference = FlowPolicy::new(&reference_vs.root(), toy_spec()).expect("toy spec is valid");
+    pretrain_bimodal(&vs, &policy, pretrain_steps);
+    (vs, policy)
+}
+
 /// Pretrains like RLDT's toy (same seed, same data, same steps), then runs ReinFlow.
 pub fn run_toy_reinflow(
     seed: i64,
@@ -56,13 +68,7 @@ pub fn run_toy_reinflow(
     samples: i64,
     options: &ToyReinflowOptions,
 ) -> ToyReport {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let policy = FlowPolicy::new(&vs.root(), toy_spec()).expect("toy spec is valid");
-    // The reference policy RLDT's toy builds, so that the pretrained policy is the same.
-    let reference_vs = nn::VarStore::new(Device::Cpu);
-    let _reference = FlowPolicy::new(&reference_vs.root(), toy_spec()).expect("toy spec is valid");
-    pretrain_bimodal(&vs, &policy, pretrain_steps);
+    let (vs, policy) = pretrained_toy_policy(seed, pretrain_steps);
     let pretrained = describe(&sample(&policy, samples));
 
     let settings = NoisyChainSettings {
@@ -142,13 +148,7 @@ pub fn run_toy_fpo(
     samples: i64,
     options: &ToyReinflowOptions,
 ) -> ToyReport {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let policy = FlowPolicy::new(&vs.root(), toy_spec()).expect("toy spec is valid");
-    // The reference policy RLDT's toy builds, so that the pretrained policy is the same.
-    let reference_vs = nn::VarStore::new(Device::Cpu);
-    let _reference = FlowPolicy::new(&reference_vs.root(), toy_spec()).expect("toy spec is valid");
-    pretrain_bimodal(&vs, &policy, pretrain_steps);
+    let (vs, policy) = pretrained_toy_policy(seed, pretrain_steps);
     let pretrained = describe(&sample(&policy, samples));
 
     let (draws, clip) = (8i64, 0.05);
