@@ -59,6 +59,12 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyErro
     vs.load(path).map_err(|e| checkpoint_error(path, e.to_string()))
 }
 
+/// Writes `policy.json` (the spec) into checkpoint directory `dir`, atomically.
+pub fn save_spec(spec: &PolicySpec, dir: &Path) -> crate::Result<()> {
+    let text = serde_json::to_string_pretty(spec).expect("spec serialises");
+    crate::run_dir::write_atomic(&dir.join(SPEC_FILE), text.as_bytes())
+}
+
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
     vs.save(path).map_err(|e| checkpoint_error(path, e.to_string()))
 }

@@ -270,8 +270,7 @@ impl OnPolicyLearner for Fpo {
     }
 
     fn save(&self, dir: &Path) -> Result<FpoCounters> {
-        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
-        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_spec(self.actor.spec(), dir)?;
         checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
         checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;
         self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;

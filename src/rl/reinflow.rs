@@ -219,8 +219,7 @@ impl OnPolicyLearner for Reinflow {
 
     /// The actor's `policy.json` carries K', so `eval` runs the policy as ReinFlow evaluates it.
     fn save(&self, dir: &Path) -> Result<ReinflowCounters> {
-        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
-        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_spec(self.actor.spec(), dir)?;
         checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
         checkpoint::save_weights(&self.noise_vs, &dir.join(NOISE_FILE))?;
         checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;

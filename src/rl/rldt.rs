@@ -255,8 +255,7 @@ pub struct RldtCounters {
 impl Rldt {
     /// Writes every network and optimizer state into `dir` (a pending checkpoint).
     pub fn save(&self, dir: &Path) -> Result<RldtCounters> {
-        let spec = serde_json::to_string_pretty(self.actor.spec()).expect("spec serialises");
-        crate::run_dir::write_atomic(&dir.join(checkpoint::SPEC_FILE), spec.as_bytes())?;
+        checkpoint::save_spec(self.actor.spec(), dir)?;
         checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
         checkpoint::save_weights(&self.reference_vs, &dir.join(REFERENCE_FILE))?;
         checkpoint::save_weights(&self.critic_vs, &dir.join(CRITIC_FILE))?;
