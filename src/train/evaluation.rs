@@ -69,6 +69,18 @@ pub struct EvaluationContext<'a> {
     pub settings: &'a EvaluationSettings,
 }
 
+impl<'a> EvaluationContext<'a> {
+    /// The context of a run in `run_dir` with these config sections.
+    pub fn of(
+        run_dir: &'a Path,
+        pretrained: &'a Path,
+        env: &crate::config::finetune::EnvSettings,
+        settings: &'a EvaluationSettings,
+    ) -> Self {
+        Self { run_dir, pretrained, task: env.task, horizon: env.horizon, settings }
+    }
+}
+
 /// Evaluates `policy` at `iteration` (after `env_steps` training steps) and writes
 /// `evaluations/iteration_<i>.json`. Its weights: the pretrained EMA weights at iteration 0,
 /// else the actor's after iteration i − 1, which the checkpoint `step_<i>` holds when one is

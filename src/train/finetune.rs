@@ -251,13 +251,7 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let mut evaluations = Vec::new();
     let progress = progress_bar(schedule.iterations, run.start_iteration);
     let run_dir = run.run_dir.clone();
-    let evaluation = EvaluationContext {
-        run_dir: &run_dir,
-        pretrained: &config.pretrained,
-        task: config.env.task,
-        horizon: config.env.horizon,
-        settings: &config.evaluation,
-    };
+    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation);
     for iteration in run.start_iteration..schedule.iterations {
         let mut rng = SplitMix64::stream(config.seed, iteration as u64);
         tch::manual_seed((rng.next_u64() >> 1) as i64);

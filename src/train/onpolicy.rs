@@ -124,13 +124,7 @@ fn run<L: OnPolicyLearner>(
     }
     let mut metrics_log = MetricsLog::open(&run_dir, options.resume.then_some(start as i64 - 1))?;
     let mut envs = open_workers(&config.env, learner.actor().spec(), config.rollout.envs)?;
-    let evaluation = EvaluationContext {
-        run_dir: &run_dir,
-        pretrained: &config.pretrained,
-        task: config.env.task,
-        horizon: config.env.horizon,
-        settings: &config.evaluation,
-    };
+    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation);
     let mut evaluations = Vec::new();
     let mut last_checkpoint = latest;
 
