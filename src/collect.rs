@@ -8,7 +8,8 @@
 //! `states`, `obs/*` (cameras + low-dim keys), optionally `next_obs/*`, and `model_file`; the
 //! masks are rewritten and the file flushed after every demo, so an interrupted collect
 //! leaves a valid file with the demos done so far. Ctrl-C or SIGTERM (when `stop_on_signal`)
-//! ends the collection at the next chunk boundary, between writes.
+//! ends the collection at the next chunk boundary, between writes; the summary says
+//! `interrupted` and the CLI exits 130. An existing `--out` is refused unless `--force`.
 
 use std::path::PathBuf;
 
@@ -53,6 +54,9 @@ pub struct CollectOptions {
     /// Also write next_obs/* (doubles the file size).
     #[arg(long)]
     pub next_obs: bool,
+    /// Replace `--out` if it exists (without it, an existing file is refused, never touched).
+    #[arg(long)]
+    pub force: bool,
     /// Expert steps per request.
     #[arg(skip = 20usize)]
     pub steps_per_request: usize,
@@ -165,6 +169,7 @@ impl EpisodeSink for DemoSink<'_> {
 
 pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
     let sim_error = |e: crate::sim::SimError| Error::Sim(Box::new(e));
+    refuse_existing_output(&options.out, options.force)?;
     let sim = options.sim();
     let mut envs = VecEnv::new(&sim, options.workers.max(1).min(options.episodes.max(1))).map_err(sim_error)?;
     if let Some(parent) = options.out.parent() {
@@ -218,6 +223,21 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
         mean_success_length: sink.success_steps as f64 / tally.successes.max(1) as f64,
         worker_failures: tally.worker_failures,
     })
+}
+
+/// An existing `out` is never overwritten silently: `force` must say so. The check comes
+/// before the simulator starts, so a refused collect costs nothing and touches nothing.
+pub fn refuse_existing_output(out: &std::path::Path, force: bool) -> Result<()> {
+    match std::fs::symlink_metadata(out) {
+        Ok(_) if force => Ok(()),
+        Ok(metadata) => Err(Error::Usage(format!(
+            "--out {} already exists ({} bytes); pass --force to replace it, or choose another --out",
+            out.display(),
+            metadata.len()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::error::io_at(out)(e)),
+    }
 }
 
 /// Robomimic's layout: obs_t is the observation *before* action_t; next_obs_t the one after.

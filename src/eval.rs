@@ -199,15 +199,34 @@ impl EpisodeSink for ResultSink<'_> {
     }
 }
 
+/// The weights `eval` runs: the EMA weights of a pretraining checkpoint (what later stages
+/// load), or the online ones when asked (`--online-weights`). A fine-tuning checkpoint
+/// (`finetune_state.json` or `onpolicy_state.json`) holds the actor's weights only (no
+/// algorithm here keeps an EMA of the actor), so its online weights are its policy. Any other
+/// checkpoint without `ema.safetensors` is refused rather than silently run on other weights.
+pub fn weights_to_evaluate(dir: &std::path::Path, online_requested: bool) -> Result<Weights> {
+    let fine_tuned = [crate::train::finetune::STATE_FILE, crate::train::onpolicy::STATE_FILE]
+        .iter()
+        .any(|state| dir.join(state).exists());
+    if online_requested || fine_tuned {
+        Ok(Weights::Online)
+    } else if dir.join(checkpoint::EMA_WEIGHTS_FILE).exists() {
+        Ok(Weights::Ema)
+    } else {
+        Err(Error::Usage(format!(
+            "checkpoint {} holds no {} (the EMA weights a pretraining checkpoint is evaluated with); \
+             pass --online-weights to evaluate its {} instead",
+            dir.display(),
+            checkpoint::EMA_WEIGHTS_FILE,
+            checkpoint::ONLINE_WEIGHTS_FILE
+        )))
+    }
+}
+
 pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let started_at = std::time::Instant::now();
     let dir = checkpoint::resolve(&options.checkpoint)?;
-    // Fine-tuning checkpoints hold the actor's weights only (no EMA): use them.
-    let weights = if options.online_weights || !dir.join(checkpoint::EMA_WEIGHTS_FILE).exists() {
-        Weights::Online
-    } else {
-        Weights::Ema
-    };
+    let weights = weights_to_evaluate(&dir, options.online_weights)?;
     checkpoint::require_single_frame(&dir)?;
     let device = options.device.resolve()?;
     let (_vs, policy) = checkpoint::load(&dir, weights, device)?;

@@ -97,6 +97,11 @@ fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let summary = rldt_vision::collect::collect(&options)?;
             print_collect(&options, &summary, started.elapsed().as_secs_f64());
+            if summary.interrupted {
+                // The demos written so far are kept (a valid file); the exit status says the
+                // collection is not complete, as a shell's Ctrl-C convention (128 + SIGINT).
+                std::process::exit(130);
+            }
         }
         Command::Eval { options, out, threads } => {
             set_threads(threads);

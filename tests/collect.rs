@@ -1,5 +1,6 @@
 //! Tier 2: `rldt-vision collect` as a user runs it. An interrupted collect (SIGINT, as Ctrl-C)
-//! leaves a valid Robomimic file holding the demos done so far, masks included.
+//! leaves a valid Robomimic file holding the demos done so far, masks included, and exits 130;
+//! an existing output is refused without `--force` and left untouched.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -31,7 +32,7 @@ fn an_interrupted_collect_leaves_a_valid_file() {
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("interrupted"), "{stdout}");
 
     let file = RobomimicFile::open(&out).unwrap();
@@ -47,4 +48,23 @@ fn an_interrupted_collect_leaves_a_valid_file() {
     let data = file.load(&spec, &DemoSelection { mask: None, first_n: None }).unwrap();
     assert!(data.episodes.iter().all(|e| e.len > 10 && e.images[0].len() == e.len * 84 * 84 * 3));
     assert!(file.env_args().unwrap().contains("\"Lift\""));
+}
+
+#[test]
+fn collect_refuses_an_existing_output_without_force() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("collect");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("existing.hdf5");
+    let before = b"three demos a user collected yesterday".to_vec();
+    std::fs::write(&out, &before).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rldt-vision"))
+        .args(["collect", "--task", "lift", "--episodes", "1", "--cameras", "", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains(&*out.to_string_lossy()), "the error names the file: {stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), before, "the existing file is untouched");
 }

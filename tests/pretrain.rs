@@ -287,3 +287,49 @@ fn a_checkpoint_evaluates_in_simulation() {
     assert_eq!(frames.len(), 13, "one frame per step plus the first observation");
     assert_eq!(frames[0].buffer().dimensions(), (32, 32));
 }
+
+/// `eval` names the weights it runs and never falls back silently: a pretraining checkpoint
+/// without `ema.safetensors` is refused unless `--online-weights` asks for the online ones,
+/// and a weight file holding a NaN is refused at load, naming the tensor.
+#[test]
+fn eval_refuses_missing_ema_and_non_finite_weights() {
+    let _rng = rng_lock();
+    let run_dir = scratch("eval_refusals");
+    let summary = run(&tiny_config(&fixture()), &run_dir, false).unwrap();
+    let options = |online_weights| rldt_vision::eval::EvalOptions {
+        checkpoint: summary.checkpoint.clone(),
+        online_weights,
+        task: rldt_vision::sim::Task::Square,
+        episodes: 1,
+        workers: 1,
+        seed: 0,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(2),
+    };
+    use rldt_vision::eval::weights_to_evaluate;
+    assert_eq!(weights_to_evaluate(&summary.checkpoint, false).unwrap(), Weights::Ema);
+
+    // A NaN in one EMA tensor: refused at load, the tensor named, before any simulator starts.
+    let ema = summary.checkpoint.join(checkpoint::EMA_WEIGHTS_FILE);
+    let mut named = read_weights(&ema);
+    let poisoned = named.iter().find(|(_, t)| t.kind() == Kind::Float).map(|(n, _)| n.clone()).unwrap();
+    for (name, tensor) in named.iter_mut() {
+        if *name == poisoned {
+            *tensor = tensor.copy();
+            let _ = tensor.view(-1).get(0).fill_(f64::NAN);
+        }
+    }
+    Tensor::write_safetensors(&named, &ema).unwrap();
+    let err = rldt_vision::eval::evaluate(&options(false)).unwrap_err().to_string();
+    assert!(err.contains(&poisoned) && err.contains("non-finite") && err.contains("ema.safetensors"), "{err}");
+
+    // No EMA file at all: refused, naming the file and the flag; asked for, the online weights run.
+    std::fs::remove_file(&ema).unwrap();
+    let err = rldt_vision::eval::evaluate(&options(false)).unwrap_err().to_string();
+    assert!(err.contains("ema.safetensors") && err.contains("--online-weights"), "{err}");
+    let report = rldt_vision::eval::evaluate(&options(true)).unwrap();
+    assert_eq!(report.weights, "online");
+}

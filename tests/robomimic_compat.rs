@@ -32,6 +32,7 @@ fn robomimic_reads_our_demos_identically() {
         noise: 0.0,
         keep_failures: false,
         next_obs: false,
+        force: true,
         steps_per_request: 20,
         stop_on_signal: false,
     };

@@ -56,7 +56,30 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyErro
     if !path.exists() {
         return Err(checkpoint_error(path, "no such file"));
     }
-    vs.load(path).map_err(|e| checkpoint_error(path, e.to_string()))
+    vs.load(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    refuse_non_finite(vs, path)
+}
+
+/// A weight file holding NaN or ±inf is refused at load, naming the tensor: run, it would
+/// only show as every episode failing ("MuJoCo unstable simulation").
+pub fn refuse_non_finite(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
+    let mut variables: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, tensor) in variables {
+        let finite = tch::no_grad(|| tensor.isfinite().all());
+        if !bool::try_from(&finite).unwrap_or(false) {
+            let bad = tch::no_grad(|| tensor.isfinite().logical_not().sum(tch::Kind::Int64));
+            return Err(checkpoint_error(
+                path,
+                format!(
+                    "tensor `{name}` holds {} non-finite values (NaN or ±inf) of {}; refusing to load it",
+                    i64::try_from(&bad).unwrap_or(-1),
+                    tensor.numel()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes `policy.json` (the spec) into checkpoint directory `dir`, atomically.

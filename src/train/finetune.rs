@@ -178,7 +178,7 @@ pub struct FinetuneSummary {
     pub evaluations: Vec<EvaluationPoint>,
 }
 
-const STATE_FILE: &str = "finetune_state.json";
+pub const STATE_FILE: &str = "finetune_state.json";
 
 /// A training round's metrics (`rollout/*`).
 #[derive(Debug, Default, Serialize)]

@@ -56,7 +56,7 @@ pub struct OnPolicyState<C> {
     pub counters: C,
 }
 
-const STATE_FILE: &str = "onpolicy_state.json";
+pub const STATE_FILE: &str = "onpolicy_state.json";
 
 /// A training round's metrics (`rollout/*`).
 #[derive(Debug, Default, Serialize)]
