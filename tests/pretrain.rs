@@ -333,3 +333,45 @@ fn eval_refuses_missing_ema_and_non_finite_weights() {
     let report = rldt_vision::eval::evaluate(&options(true)).unwrap();
     assert_eq!(report.weights, "online");
 }
+
+/// One process at a time writes a run directory: a second run on a locked directory is
+/// refused before it reads or writes anything, naming the holder; when the holder dies (here
+/// `flock` killed with SIGKILL) its lock goes with it and the run starts; a lock file left
+/// behind without a holder does not block `--resume`.
+#[test]
+fn a_run_directory_is_locked_while_a_process_writes_it() {
+    let _rng = rng_lock();
+    let mut config = tiny_config(&fixture());
+    config.train.steps = 3;
+    config.train.valid_every = 3;
+    let dir = scratch("locked");
+    let lock = dir.join(rldt_vision::run_dir::LOCK_FILE);
+    let ready = dir.join("holder_ready");
+    // `-o`: the lock is held by flock itself, not by the shell it runs, so killing flock frees it.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["-c", &format!("touch {}; sleep 60", ready.display())])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(started.elapsed().as_secs() < 20, "flock did not take the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let err = run(&config, &dir, false).unwrap_err();
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(matches!(err, Error::RunDir { .. }), "{err}");
+    assert!(!dir.join("config.json").exists(), "a refused run writes nothing");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    run(&config, &dir, false).unwrap();
+    assert!(!lock.exists(), "a finished run removes its lock file");
+    std::fs::write(&lock, "pid 4194304").unwrap(); // left by a killed process: no holder
+    let mut longer = config.clone();
+    longer.train.steps = 6;
+    // A resume with a different step count is refused as a config change, not as locked.
+    let err = run(&longer, &dir, true).unwrap_err();
+    assert!(err.to_string().contains("config given differs"), "{err}");
+    pretrain(PretrainOptions { config: None, run_dir: dir.clone(), device: Device::Cpu, resume: true }).unwrap();
+}

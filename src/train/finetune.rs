@@ -241,6 +241,8 @@ struct Run {
     start_iteration: usize,
     env_steps: usize,
     last_checkpoint: Option<PathBuf>,
+    /// Held while the run writes its directory (released when `Run` drops).
+    _lock: run_dir::RunLock,
 }
 
 pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
@@ -422,7 +424,8 @@ pub(crate) fn progress_bar(iterations: usize, start: usize) -> ProgressBar {
 fn open(options: &FinetuneOptions) -> Result<Run> {
     let run_dir = options.run_dir.clone();
     let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
-    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), FinetuneConfig::load)?;
+    let run_dir::OpenedRun { config, latest, lock } =
+        run_dir::open_run(&run_dir, options.resume, options.config.clone(), FinetuneConfig::load)?;
     let config_path = run_dir.join("config.json");
     let config_error = |message: String| Error::Config { file: config_path.clone(), message };
     if config.env.stop_on_success {
@@ -469,6 +472,7 @@ fn open(options: &FinetuneOptions) -> Result<Run> {
 
     let envs = open_workers(&config.env, &spec, config.rollout.envs)?;
     Ok(Run {
+        _lock: lock,
         config,
         run_dir,
         rldt,

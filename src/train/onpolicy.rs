@@ -77,7 +77,9 @@ struct PhaseTimes {
 /// runs the loop.
 pub fn finetune_on_policy(options: OnPolicyOptions) -> Result<FinetuneSummary> {
     let run_dir = options.run_dir.clone();
-    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), OnPolicyConfig::load)?;
+    // `_lock` is held until the run returns (success or error).
+    let run_dir::OpenedRun { config, latest, lock: _lock } =
+        run_dir::open_run(&run_dir, options.resume, options.config.clone(), OnPolicyConfig::load)?;
     std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
     let config_path = run_dir.join("config.json");
     write_atomic(&config_path, serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;

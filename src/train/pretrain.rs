@@ -115,7 +115,9 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     let run_error = |message: String| Error::RunDir { dir: run_dir.clone(), message };
 
     // ---- Run directory: fresh, or resume from the latest checkpoint ---------------------
-    let (config, latest) = run_dir::open_run(&run_dir, options.resume, options.config.clone(), PretrainConfig::load)?;
+    // `_lock` is held until the run returns (success or error).
+    let run_dir::OpenedRun { config, latest, lock: _lock } =
+        run_dir::open_run(&run_dir, options.resume, options.config.clone(), PretrainConfig::load)?;
     let config_path = run_dir.join("config.json");
     std::fs::create_dir_all(&run_dir).map_err(io_at(&run_dir))?;
     let schedule = config.train.clone();
