@@ -2,7 +2,8 @@
 //! 2-D toy fine-tune is a valid .rrd (`rerun rrd verify`) holding the particle entities
 //! (`rerun rrd stats`): chains, denoising points, queries a†, particles, the three field
 //! layers, the Q map, the sample cloud. A truncated copy fails verification (so the check
-//! can fail). Recording does not change the toy's result.
+//! can fail), and so does a zero-byte one, for `verify` and `inspect --check`. Recording does
+//! not change the toy's result.
 
 use std::path::PathBuf;
 
@@ -59,4 +60,12 @@ fn a_toy_recording_verifies_and_holds_the_particle_entities() {
     let truncated = dir.join("truncated.rrd");
     std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
     assert!(verify(&viewer, &truncated).is_err(), "a truncated file must fail `rerun rrd verify`");
+
+    // A zero-byte recording is not "verified, 0 entity paths".
+    let empty = dir.join("empty").join("particles.rrd");
+    std::fs::create_dir_all(empty.parent().unwrap()).unwrap();
+    std::fs::write(&empty, b"").unwrap();
+    let err = verify(&viewer, &empty).unwrap_err().to_string();
+    assert!(err.contains("empty file") && err.contains("particles.rrd"), "{err}");
+    assert!(rldt_vision::viz::viewer::check(empty.parent().unwrap()).is_err());
 }

@@ -111,7 +111,17 @@ fn rrd(viewer: &Path, subcommand: &str, file: &Path) -> Result<Vec<u8>, ViewerEr
 }
 
 /// `rerun rrd verify FILE`: Ok when the file is a complete, readable recording.
+/// A zero-byte file is refused first: rerun's verifier accepts it as a recording of nothing.
 pub fn verify(viewer: &Path, file: &Path) -> Result<(), ViewerError> {
+    let bytes = std::fs::metadata(file)
+        .map_err(|e| ViewerError::Failed { path: file.into(), message: e.to_string() })?
+        .len();
+    if bytes == 0 {
+        return Err(ViewerError::Failed {
+            path: file.into(),
+            message: "empty file (0 bytes): not a recording (was the run killed before its first flush?)".into(),
+        });
+    }
     rrd(viewer, "verify", file).map(|_| ())
 }
 
@@ -129,12 +139,19 @@ pub fn entity_paths(viewer: &Path, file: &Path) -> Result<Vec<String>, ViewerErr
     Ok(paths)
 }
 
-/// `inspect --check`: verifies every recording file of `path` and prints its entity paths.
+/// `inspect --check`: verifies every recording file of `path` and prints its entity paths;
+/// an empty file or a recording without entities is an error.
 pub fn check(path: &Path) -> Result<(), ViewerError> {
     let (files, viewer) = files_and_viewer(path)?;
     for file in files {
         verify(&viewer, &file)?;
         let paths = entity_paths(&viewer, &file)?;
+        if paths.is_empty() {
+            return Err(ViewerError::Failed {
+                path: file,
+                message: "a valid file that holds no entity paths: nothing was recorded".into(),
+            });
+        }
         println!("{}: verified, {} entity paths", file.display(), paths.len());
         for p in paths {
             println!("  {p}");
