@@ -227,9 +227,36 @@ impl RobomimicFile {
         Ok(names)
     }
 
+    /// Every observation key of `spec` in every demo of `names`. A key no demo has is named
+    /// as such, with the keys the first demo does have; a key some demos lack names the first
+    /// of those and how many have it.
+    fn check_keys_present(&self, spec: &ObsSpec, names: &[String]) -> Result<()> {
+        for key in spec.image_keys.iter().chain(&spec.lowdim_keys) {
+            let has = |demo: &String| self.file.link_exists(&format!("data/{demo}/obs/{key}"));
+            let with = names.iter().filter(|d| has(d)).count();
+            if with == names.len() {
+                continue;
+            }
+            let first_without = names.iter().find(|d| !has(d)).expect("some demo lacks the key");
+            let context = if with == 0 {
+                let available = self
+                    .file
+                    .group(&format!("data/{}/obs", names[0]))
+                    .and_then(|g| g.member_names())
+                    .map(|m| m.join(", "))
+                    .unwrap_or_else(|_| "none: no obs group".into());
+                format!(": no demo of the {} selected has obs key `{key}` (obs keys of {}: {available})", names.len(), names[0])
+            } else {
+                format!(" ({with} of the {} selected demos have it)", names.len())
+            };
+            return Err(self.missing(&format!("data/{first_without}/obs/{key}"), &context));
+        }
+        Ok(())
+    }
+
     /// Reads one demo's chosen keys and its actions.
     pub fn read_episode(&self, demo: &str, spec: &ObsSpec) -> Result<(Episode, EpisodeLayout)> {
-        let context = " (present in other demos)";
+        let context = "";
         let actions_key = format!("data/{demo}/actions");
         let (actions, len, action_dim) = self.read_float_2d(&actions_key, "")?;
         if len == 0 {
@@ -311,6 +338,7 @@ impl RobomimicFile {
     /// Loads the selected demos; shapes and dimensions must agree across demos.
     pub fn load(&self, spec: &ObsSpec, selection: &DemoSelection) -> Result<RobomimicDataset> {
         let names = self.select(selection)?;
+        self.check_keys_present(spec, &names)?;
         let mut dataset = RobomimicDataset {
             file: self.path.clone(),
             spec: spec.clone(),

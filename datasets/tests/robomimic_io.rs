@@ -155,6 +155,10 @@ fn missing_obs_key_and_missing_mask() {
     let spec = ObsSpec { image_keys: vec!["eye_in_hand_image".into()], lowdim_keys: vec![] };
     let err = file.load(&spec, &all()).unwrap_err();
     assert_names(&err, &path, "data/demo_0/obs/eye_in_hand_image");
+    // Absent from every demo: said so, with the keys that are there, never "present in other demos".
+    let text = err.to_string();
+    assert!(text.contains("no demo of the 2 selected has obs key `eye_in_hand_image`"), "{text}");
+    assert!(text.contains("pos") && !text.contains("other demos"), "{text}");
     let err = file.mask("test").unwrap_err();
     assert_names(&err, &path, "mask/test");
 }
@@ -170,7 +174,7 @@ fn key_absent_in_some_demos_only() {
     w.finish(&[]).unwrap();
     let err = RobomimicFile::open(&path).unwrap().load(&small_spec(), &all()).unwrap_err();
     assert_names(&err, &path, "data/demo_1/obs/pos");
-    assert!(err.to_string().contains("present in other demos"), "{err}");
+    assert!(err.to_string().contains("(1 of the 2 selected demos have it)"), "{err}");
 }
 
 /// Writes `data/demo_0` with the given datasets (name, f64 array) by hand.
