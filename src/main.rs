@@ -32,7 +32,32 @@ fn print_run_outputs(run_dir: &std::path::Path, checkpoint: &std::path::Path) {
     println!("metrics:       {}", run_dir.join("metrics.jsonl").display());
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed here, once: the message, then each cause not already in it (our
+/// errors embed their source, "path: cause"), and no backtrace (a stripped release binary's
+/// frames would all read `<unknown>`).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_report(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// "error: <message>" and a "  caused by: …" line per cause whose text the lines above lack.
+fn error_report(error: &anyhow::Error) -> String {
+    let mut lines = vec![format!("error: {error}")];
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !lines.iter().any(|line| line.contains(&text)) {
+            lines.push(format!("  caused by: {text}"));
+        }
+    }
+    lines.join("\n")
+}
+
+fn run() -> anyhow::Result<()> {
     rldt_vision::host_memory::keep_freed_memory();
     match Cli::parse().command {
         Command::Pretrain(args) => {
@@ -42,10 +67,10 @@ fn main() -> anyhow::Result<()> {
             let summary = rldt_vision::train::pretrain::pretrain(options)?;
             print_run_outputs(&summary.run_dir, &summary.checkpoint);
             println!(
-                "steps {}{}, last train flow loss {:.4}{}",
+                "steps {}{}, last train flow loss {}{}",
                 summary.steps,
                 summary.resumed_from.map_or(String::new(), |s| format!(" (resumed at {s})")),
-                summary.last_train_loss,
+                summary.last_train_loss.map_or("(none logged)".into(), |l| format!("{l:.4}")),
                 summary.last_valid_loss.map_or(String::new(), |v| format!(", valid flow loss {v:.4}"))
             );
         }

@@ -129,7 +129,9 @@ fn lock_refused(run_dir: &Path, path: &Path, error: fs::TryLockError) -> Error {
             let holder = if holder.trim().is_empty() { "pid unknown".to_owned() } else { holder.trim().to_owned() };
             Error::RunDir {
                 dir: run_dir.into(),
-                message: format!("in use by another process ({holder}); wait for it to end, or choose another --run-dir"),
+                message: format!(
+                    "in use by another process ({holder}); wait for it to end, or choose another --run-dir"
+                ),
             }
         }
         fs::TryLockError::Error(e) => io_at(path)(e),
@@ -226,8 +228,17 @@ impl PendingCheckpoint {
         let root = checkpoints_dir(run_dir);
         let name = step_name(step);
         let partial = root.join(format!(".{name}.partial"));
-        if partial.exists() {
-            fs::remove_dir_all(&partial).map_err(io_at(&partial))?;
+        // Partial directories a killed process left (any step): the run holds the lock, so
+        // nobody else is writing them, and on a full disk they are what keeps it full.
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let stale = entry.path();
+            if stale
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".step_") && n.ends_with(".partial"))
+            {
+                fs::remove_dir_all(&stale).map_err(io_at(&stale))?;
+            }
         }
         fs::create_dir_all(&partial).map_err(io_at(&partial))?;
         Ok(Self { partial, final_dir: root.join(name), committed: false })
@@ -302,6 +313,11 @@ mod tests {
             fs::write(pending.path("a.txt"), "half").unwrap();
             assert!(run.join("checkpoints/.step_00000005.partial").is_dir());
             drop(pending); // an error before commit
+            assert!(!run.join("checkpoints/.step_00000005.partial").exists());
+            fs::create_dir_all(run.join("checkpoints/.step_00000003.partial")).unwrap(); // a killed run's
+            let pending = PendingCheckpoint::begin(&run, 5).unwrap();
+            assert!(!run.join("checkpoints/.step_00000003.partial").exists(), "stale partials are removed");
+            drop(pending);
             assert!(!run.join("checkpoints/.step_00000005.partial").exists());
             fs::remove_dir(run.join("checkpoints")).unwrap();
             // A temporary file whose rename fails (the target is a non-empty directory) is removed.

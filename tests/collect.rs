@@ -60,6 +60,7 @@ fn collect_refuses_an_existing_output_without_force() {
     let output = Command::new(env!("CARGO_BIN_EXE_rldt-vision"))
         .args(["collect", "--task", "lift", "--episodes", "1", "--cameras", "", "--out"])
         .arg(&out)
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -67,4 +68,16 @@ fn collect_refuses_an_existing_output_without_force() {
     assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
     assert!(stderr.contains(&*out.to_string_lossy()), "the error names the file: {stderr}");
     assert_eq!(std::fs::read(&out).unwrap(), before, "the existing file is untouched");
+    // Printed once, without a backtrace of stripped frames.
+    assert_eq!(stderr.matches("already exists").count(), 1, "{stderr}");
+    assert!(!stderr.contains("acktrace") && !stderr.contains("<unknown>"), "{stderr}");
+
+    // An I/O error names its path and prints its cause once.
+    let output = Command::new(env!("CARGO_BIN_EXE_rldt-vision"))
+        .args(["collect", "--task", "lift", "--episodes", "1", "--cameras", "", "--out", "/proc/no/such/dir/x.hdf5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("/proc/no"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }

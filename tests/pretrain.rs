@@ -201,6 +201,10 @@ fn resume_continues_the_step_count_and_reproduces_the_run() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_i64().unwrap())
         .collect();
     assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    // Resuming the finished run trains nothing and reports the losses its log holds.
+    let again = run(&config, &killed, true).unwrap();
+    assert_eq!(again.last_train_loss, resumed.last_train_loss);
+    assert!(again.last_train_loss.is_some_and(f64::is_finite));
 }
 
 #[test]

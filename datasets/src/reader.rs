@@ -245,7 +245,11 @@ impl RobomimicFile {
                     .and_then(|g| g.member_names())
                     .map(|m| m.join(", "))
                     .unwrap_or_else(|_| "none: no obs group".into());
-                format!(": no demo of the {} selected has obs key `{key}` (obs keys of {}: {available})", names.len(), names[0])
+                format!(
+                    ": no demo of the {} selected has obs key `{key}` (obs keys of {}: {available})",
+                    names.len(),
+                    names[0]
+                )
             } else {
                 format!(" ({with} of the {} selected demos have it)", names.len())
             };

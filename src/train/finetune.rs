@@ -455,7 +455,8 @@ fn open(options: &FinetuneOptions) -> Result<Run> {
         rldt.load(dir, state.counters)?;
         (start_iteration, env_steps) = (state.iteration, state.env_steps);
         eprintln!(
-            "[finetune] resuming {} after iteration {start_iteration} (the replay is rebuilt from new rollouts)",
+            "[finetune] resuming {}: {start_iteration} iterations done, continuing with iteration {start_iteration} \
+             (0-based; the replay is rebuilt from new rollouts)",
             dir.display()
         );
     }

@@ -47,6 +47,15 @@ impl MetricsLog {
         Ok(Self { path, file })
     }
 
+    /// The last finite value logged under `key` (a resumed run reports what its log holds).
+    pub fn last(&self, key: &str) -> Option<f64> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find_map(|v| v.get(key).and_then(Value::as_f64))
+    }
+
     /// Appends `{"step": step, key: value, …}` (a non-finite value as null).
     pub fn log<K: AsRef<str>>(&mut self, step: i64, values: &[(K, f64)]) -> Result<()> {
         let mut object = Map::new();

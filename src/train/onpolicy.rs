@@ -122,7 +122,10 @@ fn run<L: OnPolicyLearner>(
             serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", path.display())))?;
         learner.load(dir, state.counters)?;
         (start, env_steps, training_iterations) = (state.iteration, state.env_steps, state.training_iterations);
-        eprintln!("[finetune] resuming {}: iterations {start}.. remain", dir.display());
+        eprintln!(
+            "[finetune] resuming {}: {start} iterations done, continuing with iteration {start} (0-based)",
+            dir.display()
+        );
     }
     let mut metrics_log = MetricsLog::open(&run_dir, options.resume.then_some(start as i64 - 1))?;
     let mut envs = open_workers(&config.env, learner.actor().spec(), config.rollout.envs)?;

@@ -83,7 +83,8 @@ pub struct PretrainSummary {
     pub checkpoint: PathBuf,
     pub steps: i64,
     pub resumed_from: Option<i64>,
-    pub last_train_loss: f64,
+    /// The last logged train flow loss (from the log when a resumed run had no step left).
+    pub last_train_loss: Option<f64>,
     pub last_valid_loss: Option<f64>,
     pub dataset_memory_bytes: usize,
 }
@@ -163,7 +164,8 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
             .expect("valid template"),
     );
     let mut last_checkpoint = latest.clone();
-    let (mut last_train_loss, mut last_valid_loss) = (f64::NAN, None);
+    let (mut last_train_loss, mut last_valid_loss) =
+        (metrics.last("pretrain/flow_loss"), metrics.last("pretrain/valid_flow_loss"));
     let (mut interval_loss, mut interval_steps, mut interval_start) = (0.0, 0, Instant::now());
     for step in start_step..schedule.steps {
         let buffers = batches.next_batch().expect("loader yields one batch per step");
@@ -193,9 +195,10 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
         if done % schedule.log_every == 0 || done == schedule.steps {
             let seconds = interval_start.elapsed().as_secs_f64();
             let samples_per_s = (interval_steps * schedule.batch_size) as f64 / seconds.max(1e-9);
-            last_train_loss = interval_loss / interval_steps as f64;
-            metrics.log(done, &named("pretrain", &TrainInterval { flow_loss: last_train_loss, lr, samples_per_s }))?;
-            progress.set_message(format!("loss {last_train_loss:.4} · {samples_per_s:.0} samples/s"));
+            let flow_loss = interval_loss / interval_steps as f64;
+            last_train_loss = Some(flow_loss);
+            metrics.log(done, &named("pretrain", &TrainInterval { flow_loss, lr, samples_per_s }))?;
+            progress.set_message(format!("loss {flow_loss:.4} · {samples_per_s:.0} samples/s"));
             (interval_loss, interval_steps, interval_start) = (0.0, 0, Instant::now());
         }
         if let Some(valid) = &valid_data {

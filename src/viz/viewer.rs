@@ -113,9 +113,8 @@ fn rrd(viewer: &Path, subcommand: &str, file: &Path) -> Result<Vec<u8>, ViewerEr
 /// `rerun rrd verify FILE`: Ok when the file is a complete, readable recording.
 /// A zero-byte file is refused first: rerun's verifier accepts it as a recording of nothing.
 pub fn verify(viewer: &Path, file: &Path) -> Result<(), ViewerError> {
-    let bytes = std::fs::metadata(file)
-        .map_err(|e| ViewerError::Failed { path: file.into(), message: e.to_string() })?
-        .len();
+    let bytes =
+        std::fs::metadata(file).map_err(|e| ViewerError::Failed { path: file.into(), message: e.to_string() })?.len();
     if bytes == 0 {
         return Err(ViewerError::Failed {
             path: file.into(),
