@@ -3,6 +3,10 @@
 1. SequenceDataset opens the file with the given image and low-dim keys (seq_length = the
    action chunk, frame_stack 1, padding on), and a torch DataLoader reads a batch.
 2. The env is rebuilt from the file's env_args (EnvUtils.create_env_from_metadata) and stepped.
+3. As robomimic's dataset_states_to_obs.py re-extracts observations: every demo's model and
+   states[t] are loaded with env.reset_to, and the observation robomimic reads there is
+   compared with the stored obs[t], key by key (the largest absolute difference per key, and
+   the low-dim keys robomimic's env produces against those the file stores).
 Writes one JSON object (--json-out): dataset length, demo names, and samples (index -> actions, low-dim
 obs, images as u8 HWC lists) for the Rust test to compare with its own loader.
 Needs PYTHONPATH=scripts/stubs (mujoco_py stand-in for robomimic 0.3.0's stale import).
@@ -60,6 +64,7 @@ def main():
     env = EnvUtils.create_env_from_metadata(env_meta=env_meta, render=False, render_offscreen=bool(image_keys), use_image_obs=bool(image_keys))
     obs = env.reset()
     obs, reward, done, info = env.step(np.zeros(7))
+    replay = replay_states(a.file, env_meta)
     with open(a.json_out, "w") as f:
         json.dump({
         "length": len(dataset),
@@ -68,7 +73,34 @@ def main():
         "env_name": env.name,
         "env_obs_keys": sorted(obs.keys()),
         "samples": samples,
+        "replay": replay,
     }, f)
+
+
+def replay_states(path, env_meta):
+    """Largest |robomimic's observation of states[t] - stored obs[t]| per low-dim key."""
+    import h5py
+    import robomimic.utils.env_utils as EnvUtils
+
+    env = EnvUtils.create_env_from_metadata(env_meta=env_meta, render=False, render_offscreen=False, use_image_obs=False)
+    diffs, env_keys, file_keys, steps = {}, set(), set(), 0
+    with h5py.File(path, "r") as f:
+        for demo in f["data"]:
+            group = f["data"][demo]
+            states = group["states"][()]
+            env.reset()
+            env.reset_to({"states": states[0], "model": group.attrs["model_file"]})
+            file_keys |= {k for k in group["obs"] if not k.endswith("_image")}
+            for t in range(len(states)):
+                obs = env.reset_to({"states": states[t]})
+                env_keys |= {k for k in obs if not k.endswith("_image")}
+                for key in group["obs"]:
+                    if key.endswith("_image") or key not in obs:
+                        continue
+                    d = float(np.max(np.abs(np.asarray(obs[key], dtype=np.float64).reshape(-1) - group["obs"][key][t].reshape(-1))))
+                    diffs[key] = max(diffs.get(key, 0.0), d)
+                steps += 1
+    return {"max_abs_diff": diffs, "env_lowdim_keys": sorted(env_keys), "file_lowdim_keys": sorted(file_keys), "steps": steps}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ Requests (one JSON object per line) and replies ({"ok": true, ...} or {"ok": fal
   step   {actions: [[A]*n], render: "last"|"every", record_states, expert: null}
   expert {n, render, record_states, noise, noise_seed}
          -> {obs (after the last executed step), frames (every step, when render="every"),
-             actions (executed), rewards, successes, states (before each step, when asked),
+             actions (executed), rewards, successes, states (before each step, when asked;
+             then every observation is that of the state after the step, as robomimic's
+             reset_to reads it),
              done (success and stop_on_success), truncated (horizon reached), t}
   model_xml {} -> {xml}
   fault  {kind: "raise" | "hang" | "exit" | "unstable"}   (failure injection for tests)
@@ -118,6 +120,14 @@ class Worker:
                 raise UnstableSimulation("MuJoCo reported an unstable simulation (NaN/Inf or huge accelerations) at step %d" % self.t)
             self.t += 1
             success = bool(self.env._check_success())
+            if record_states:
+                # A recorded observation is the observation *of the recorded state*, as
+                # robomimic's reset_to(states[t]) reads it: kinematics recomputed from the new
+                # qpos and every observable sampled now (robosuite samples them during the
+                # substeps, up to one substep early). Rollouts keep robosuite's step() value,
+                # as robomimic's env wrapper does; forward() leaves the dynamics unchanged.
+                self.env.sim.forward()
+                obs = self.env._get_observations(force_update=True)
             actions.append(action.tolist())
             rewards.append(float(reward))
             successes.append(success)

@@ -54,6 +54,12 @@ pub struct CollectOptions {
     /// Also write next_obs/* (doubles the file size).
     #[arg(long)]
     pub next_obs: bool,
+    /// Also store each object observable as its own key (`cube_pos`, `SquareNut_pos`, …)
+    /// beside `object`, which holds them concatenated. Without it the low-dim keys are exactly
+    /// robomimic's env wrapper's (`object` and `robot<i>_*`); with it the extra keys are
+    /// listed in `data.attrs["rldt_extra_obs_keys"]`.
+    #[arg(long)]
+    pub object_keys: bool,
     /// Replace `--out` if it exists (without it, an existing file is refused, never touched).
     #[arg(long)]
     pub force: bool,
@@ -153,7 +159,16 @@ impl EpisodeSink for DemoSink<'_> {
             self.success_steps += recording.actions.len();
         }
         if (ending.success || self.options.keep_failures) && !recording.actions.is_empty() {
-            self.writer.write_demo(&demo_record(recording, self.options.next_obs))?;
+            let mut record = demo_record(recording, self.options.next_obs);
+            if !self.options.object_keys {
+                record.obs.retain(|(key, _)| is_robomimic_obs_key(key));
+                record.next_obs.retain(|(key, _)| is_robomimic_obs_key(key));
+            } else if self.writer.demo_names().is_empty() {
+                let extra: Vec<&String> =
+                    record.obs.iter().map(|(key, _)| key).filter(|key| !is_robomimic_obs_key(key)).collect();
+                self.writer.write_data_attr("rldt_extra_obs_keys", &serde_json::to_string(&extra).expect("names"))?;
+            }
+            self.writer.write_demo(&record)?;
             let names = self.writer.demo_names().to_vec();
             self.writer.write_masks(&split_train_valid(&names, 10))?;
         }
@@ -225,6 +240,16 @@ pub fn collect(options: &CollectOptions) -> Result<CollectSummary> {
     })
 }
 
+/// The observation keys robomimic's robosuite wrapper (`EnvRobosuite.get_observation`)
+/// produces: camera images (`<camera>_image`), `object` (robosuite's `object-state`) and every
+/// robot observable (`robot<i>_…`; `robot<i>_proprio-state` never reaches here).
+pub fn is_robomimic_obs_key(key: &str) -> bool {
+    let robot_key = key.strip_prefix("robot").and_then(|rest| rest.split_once('_')).is_some_and(|(index, name)| {
+        !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+    });
+    key == "object" || key.ends_with("_image") || robot_key
+}
+
 /// An existing `out` is never overwritten silently: `force` must say so. The check comes
 /// before the simulator starts, so a refused collect costs nothing and touches nothing.
 pub fn refuse_existing_output(out: &std::path::Path, force: bool) -> Result<()> {
@@ -270,5 +295,22 @@ fn demo_record(recording: Recording, with_next_obs: bool) -> DemoRecord {
         obs: stack(&observations[..len]),
         next_obs: if with_next_obs { stack(&observations[1..=len]) } else { Vec::new() },
         model_file: recording.model_xml,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_robomimic_obs_key;
+
+    #[test]
+    fn robomimic_keys_are_object_robots_and_cameras() {
+        for key in ["object", "robot0_eef_pos", "robot1_gripper_qpos", "robot0_joint_pos_cos", "agentview_image"] {
+            assert!(is_robomimic_obs_key(key), "{key}");
+        }
+        for key in
+            ["cube_pos", "SquareNut_pos", "SquareNut_to_robot0_eef_quat", "gripper_to_cube_pos", "robot_x", "robotA_x"]
+        {
+            assert!(!is_robomimic_obs_key(key), "{key}");
+        }
     }
 }

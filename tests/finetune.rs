@@ -294,6 +294,7 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
             "",
             "--seed",
             "0",
+            "--object-keys", // configs/pretrain/lift_lowdim.json reads cube_pos
             "--out",
         ])
         .arg(&demos)

@@ -33,6 +33,7 @@ fn robomimic_reads_our_demos_identically() {
         keep_failures: false,
         next_obs: false,
         force: true,
+        object_keys: false,
         steps_per_request: 20,
         stop_on_signal: false,
     };
@@ -54,6 +55,17 @@ fn robomimic_reads_our_demos_identically() {
     assert_eq!(view["env_name"], "Lift");
     assert_eq!(view["batch_actions_shape"], serde_json::json!([4, 4, 7]));
     assert_eq!(view["demos"], serde_json::json!(["demo_0", "demo_1", "demo_2"]));
+
+    // The stored low-dim keys are robomimic's env's, and obs[t] is the observation of
+    // states[t] as robomimic reads it after reset_to (what dataset_states_to_obs.py extracts).
+    let replay = &view["replay"];
+    assert_eq!(replay["file_lowdim_keys"], replay["env_lowdim_keys"], "{replay}");
+    assert!(replay["steps"].as_u64().unwrap() > 30, "{replay}");
+    let diffs = replay["max_abs_diff"].as_object().unwrap();
+    assert_eq!(diffs.len(), replay["file_lowdim_keys"].as_array().unwrap().len(), "{replay}");
+    for (key, diff) in diffs {
+        assert!(diff.as_f64().unwrap() <= 1e-6, "obs/{key} differs from the observation of its state by {diff}");
+    }
 
     // Our loader, same keys, same windows (obs history 1, chunk 4, padded).
     let spec = ObsSpec {

@@ -93,6 +93,23 @@ impl RobomimicWriter {
         &self.path
     }
 
+    /// Writes (or replaces) the string attribute `data.attrs[name]`, beside `env_args`.
+    pub fn write_data_attr(&mut self, name: &str, value: &str) -> Result<()> {
+        let key = format!("data.attrs[{name}]");
+        let value: VarLenUnicode = value.parse().map_err(|_| DatasetError::Invalid {
+            file: self.path.clone(),
+            message: format!("{key} holds a NUL byte"),
+        })?;
+        if self.data.attr(name).is_ok() {
+            self.data.delete_attr(name).map_err(|e| self.err(&key, e))?;
+        }
+        self.data
+            .new_attr::<VarLenUnicode>()
+            .create(name)
+            .and_then(|a| a.write_scalar(&value))
+            .map_err(|e| self.err(&key, e))
+    }
+
     /// Names written so far (`demo_0`, `demo_1`, …).
     pub fn demo_names(&self) -> &[String] {
         &self.demos

@@ -34,7 +34,13 @@ def make_env(env_args, cameras, image_size):
     )
     for key in ("camera_names", "camera_heights", "camera_widths", "camera_depths", "render_gpu_device_id"):
         kwargs.pop(key, None)
-    return robosuite.make(env_args["env_name"], **kwargs)
+    env = robosuite.make(env_args["env_name"], **kwargs)
+    # As robomimic's EnvRobosuite does: joint positions and end-effector velocities are
+    # observed too, so the observation keys are exactly those of robomimic's env.
+    for name in env.observation_names:
+        if "joint_pos" in name or "eef_vel" in name:
+            env.modify_observable(observable_name=name, attribute="active", modifier=True)
+    return env
 
 
 def render(env, camera, size):
