@@ -44,7 +44,11 @@ pub fn read_spec(dir: &Path) -> Result<PolicySpec, PolicyError> {
 pub fn load(dir: &Path, weights: Weights, device: Device) -> Result<(nn::VarStore, FlowPolicy), PolicyError> {
     let spec = read_spec(dir)?;
     let mut vs = nn::VarStore::new(device);
-    let policy = FlowPolicy::new(&vs.root(), spec)?;
+    // A spec that parses but describes no valid policy is the spec file's error.
+    let policy = FlowPolicy::new(&vs.root(), spec).map_err(|e| match e {
+        PolicyError::Checkpoint { .. } => e,
+        other => checkpoint_error(&dir.join(SPEC_FILE), other.to_string()),
+    })?;
     let path = dir.join(weights.file());
     load_weights(&mut vs, &path)?;
     Ok((vs, policy))
