@@ -265,17 +265,30 @@ impl PendingCheckpoint {
         let root = self.final_dir.parent().expect("checkpoint has a parent").to_path_buf();
         let name = self.final_dir.file_name().and_then(|n| n.to_str()).expect("ASCII name");
         write_atomic(&root.join("latest"), name.as_bytes())?;
-        let mut steps: Vec<PathBuf> = fs::read_dir(&root)
-            .map_err(io_at(&root))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
-            .collect();
-        steps.sort();
-        for old in steps.iter().take(steps.len().saturating_sub(keep.max(1))) {
-            fs::remove_dir_all(old).map_err(io_at(old))?;
-        }
+        let run_dir = root.parent().expect("checkpoints/ has a parent");
+        prune_checkpoints(run_dir, keep)?;
         Ok(self.final_dir.clone())
     }
+}
+
+/// Keeps the newest `keep` (≥ 1) checkpoints, never the one `latest` names. Called after
+/// every commit, and when a run resumes (a kill between a commit and its pruning leaves one
+/// too many).
+pub fn prune_checkpoints(run_dir: &Path, keep: usize) -> Result<()> {
+    let root = checkpoints_dir(run_dir);
+    let latest = latest_checkpoint(run_dir)?;
+    let mut steps: Vec<PathBuf> = fs::read_dir(&root)
+        .map_err(io_at(&root))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
+        .collect();
+    steps.sort();
+    for old in steps.iter().take(steps.len().saturating_sub(keep.max(1))) {
+        if Some(old) != latest.as_ref() {
+            fs::remove_dir_all(old).map_err(io_at(old))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,6 +313,11 @@ mod tests {
         assert_eq!(fs::read_to_string(latest.join("a.txt")).unwrap(), "30");
         assert!(!run.join("checkpoints/step_00000010").exists(), "oldest pruned");
         assert!(run.join("checkpoints/step_00000020").exists());
+        // A kill between commit and pruning left one too many: the resume prunes it.
+        fs::create_dir_all(run.join("checkpoints/step_00000005")).unwrap();
+        prune_checkpoints(&run, 2).unwrap();
+        assert!(!run.join("checkpoints/step_00000005").exists());
+        assert!(run.join("checkpoints/step_00000020").exists() && run.join("checkpoints/step_00000030").exists());
         fs::remove_dir_all(&run).unwrap();
     }
 

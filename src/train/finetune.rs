@@ -453,6 +453,7 @@ fn open(options: &FinetuneOptions) -> Result<Run> {
         let state: FinetuneState =
             serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", path.display())))?;
         rldt.load(dir, state.counters)?;
+        run_dir::prune_checkpoints(&run_dir, config.checkpoint.keep)?;
         (start_iteration, env_steps) = (state.iteration, state.env_steps);
         eprintln!(
             "[finetune] resuming {}: {start_iteration} iterations done, continuing with iteration {start_iteration} \

@@ -121,6 +121,7 @@ fn run<L: OnPolicyLearner>(
         let state: OnPolicyState<L::Counters> =
             serde_json::from_str(&text).map_err(|e| run_error(format!("{}: {e}", path.display())))?;
         learner.load(dir, state.counters)?;
+        run_dir::prune_checkpoints(&run_dir, config.checkpoint.keep)?;
         (start, env_steps, training_iterations) = (state.iteration, state.env_steps, state.training_iterations);
         eprintln!(
             "[finetune] resuming {}: {start} iterations done, continuing with iteration {start} (0-based)",

@@ -146,6 +146,9 @@ pub fn pretrain(options: PretrainOptions) -> Result<PretrainSummary> {
     let config_json = serde_json::to_string_pretty(&config).expect("config serialises");
     write_atomic(&config_path, config_json.as_bytes())?;
     let mut metrics = MetricsLog::open(&run_dir, options.resume.then_some(start_step))?;
+    if resume_from.is_some() {
+        run_dir::prune_checkpoints(&run_dir, schedule.keep_checkpoints)?;
+    }
 
     // ---- The loop ------------------------------------------------------------------------
     let windows = window_spec.all_windows(train_data.episodes.iter().map(|e| e.len));
