@@ -1,12 +1,13 @@
-"""Success rate against training env steps for the runs of scripts/learning_evidence.
+"""Success rate against training env steps for the trials of a sweep (scripts/sweep.py).
 
-    python scripts/plot_learning.py docs/evidence/lift_lowdim docs/learning_lift_lowdim.png
+    python scripts/plot_learning.py docs/evidence/lift_lowdim docs/learning_lift_lowdim.png [TITLE]
 
 Reads the run summaries <dir>/<label>_s<seed>.json (each run's in-run evaluations: iteration,
 training env steps, successes out of episodes, 95% Wilson interval); plots every run with the
 interval of each point, the per-label mean over seeds, and the pretrained policy (iteration 0,
-the same episodes and weights in every run) with its interval; prints the table it plotted as
-Markdown, every cell with its interval.
+the same episodes and weights in every run) with its interval, and, as the paper plots a
+method, its mean over seeds with the spread (min–max over seeds) shaded; prints the table it
+plotted as Markdown, every cell with its interval.
 """
 import glob
 import json
@@ -20,19 +21,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 root, out = sys.argv[1], sys.argv[2]
+title = sys.argv[3] if len(sys.argv) > 3 else "Lift, low-dim state: fine-tuning a weak flow policy (2 demos)"
 runs = defaultdict(dict)  # label -> seed -> [evaluation]
 for path in sorted(glob.glob(os.path.join(root, "*_s*.json"))):
     summary = json.load(open(path))
     runs[summary["label"]][summary["seed"]] = sorted(summary["evaluations"], key=lambda e: e["env_steps"])
 if not runs:
     sys.exit(f"no run summaries in {root}")
+hashes = {json.load(open(p)).get("pretrained_sha256") for p in glob.glob(os.path.join(root, "*_s*.json"))} - {None}
+if len(hashes) > 1:
+    print(f"warning: the trials started from {len(hashes)} different pretrained policies (pretrained_sha256)")
 starts = {(e["successes"], e["episodes"]) for seeds in runs.values() for evs in seeds.values() for e in evs[:1]}
 if len(starts) != 1:
     print(f"warning: iteration-0 evaluations differ between runs: {sorted(starts)}")
 first = next(iter(next(iter(runs.values())).values()))[0]
 n, horizon = first["episodes"], first["horizon"]
 
-colours = {"svgd": "tab:blue", "delta": "tab:orange", "svgd-c0.05": "tab:green", "svgd-a1": "tab:purple"}
+colours = {"svgd": "tab:blue", "rldt": "tab:blue", "delta": "tab:orange", "reinflow": "tab:green", "fpo": "tab:red",
+           "svgd-c0.05": "tab:olive", "svgd-a1": "tab:purple"}
+names = {"svgd": "RLDT (svgd)", "rldt": "RLDT (svgd)", "delta": "delta field (ablation)", "reinflow": "ReinFlow",
+         "fpo": "FPO++"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
 ax.axhspan(first["success_rate_low"], first["success_rate_high"], color="grey", alpha=0.15,
            label=f"no fine-tuning (95% CI, n={n})")
@@ -54,13 +62,16 @@ for label, seeds in sorted(runs.items()):
     common = sorted(set.intersection(*({e["env_steps"] for e in evs} for evs in seeds.values())))
     mean = [sum(next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()) / len(seeds) for s in common]
     means[label] = dict(zip(common, mean))
-    name = "RLDT (svgd)" if label == "svgd" else "delta field (ablation)" if label == "delta" else label
-    ax.plot(common, mean, color=c, lw=2.5, label=f"{name}, mean of {len(seeds)} seeds")
+    name = names.get(label, label)
+    line, = ax.plot(common, mean, color=c, lw=2.5, label=f"{name}, mean of {len(seeds)} seeds")
+    if len(seeds) > 1:
+        rates = [[next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()] for s in common]
+        ax.fill_between(common, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.12)
 for label, mean in sorted(means.items()):
     print(f"| **mean {label}** ({len(runs[label])} seeds) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
 ax.set_xlabel("training env steps (evaluation steps not counted)")
 ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
-ax.set_title("Lift, low-dim state: fine-tuning a weak flow policy (2 demos)")
+ax.set_title(title)
 ax.set_ylim(0, 1)
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()

@@ -1,0 +1,386 @@
+"""Sweeps of fine-tuning trials on Ray: a grid (benchmarks x methods x grid axes x seeds), each
+trial one `rldt-vision finetune` process with its declared CPUs (and GPUs), its own run
+directory, on a local Ray instance by default or an existing Ray cluster (--address).
+
+    scripts/sweep configs/sweeps/lift_lowdim.json                  # local Ray, all cores
+    scripts/sweep configs/sweeps/lift_lowdim.json --address auto   # the cluster this node joined
+    scripts/sweep GRID --report-only                               # table and plot of what exists
+
+The grid file (configs/sweeps/*.json; every key is listed in docs/sweeps.md):
+  benchmarks[]: name (evidence goes to <evidence>/<name>/), task, pretrained (run or checkpoint
+                dir), prepare[] ({creates, command}: rldt-vision commands run once on the
+                driver when `creates` is missing: collect, pretrain), methods
+                {label: {config, set}}, plot (PNG path), title
+  seeds[], grid {abbrev: {key, values[]}} (label suffix "-<abbrev><value>"), set {key: value}
+  (every trial), resources {cpus, gpus}, runs (run directories), evidence (summaries root),
+  record (write the rerun recording; default false).
+Top-level keys are defaults for every benchmark; a benchmark's own keys override them.
+
+A trial is done when its summary <evidence>/<benchmark>/<label>_s<seed>.json exists (committed:
+evidence accumulates across machines and sessions); done trials are skipped. A stopped trial
+whose run directory is still there resumes (`--resume`). A trial that fails is reported with
+the tail of its log and the sweep carries on; run the sweep again to retry it. Each trial's
+summary holds its resolved config, every in-run evaluation (iteration, training env steps,
+successes/episodes, 95% Wilson interval), the commit, the machine and the SHA-256 of the
+pretrained EMA weights (trials that started from different pretrained policies, e.g. ones
+pretrained on another machine, are flagged by the report).
+
+On a cluster every node needs this repository at the same path, set up (scripts/setup) and
+built; the pretrained checkpoint travels with the trial through Ray's object store when a
+node lacks it, and the summary travels back to the driver, so no shared filesystem is needed.
+"""
+import argparse
+import copy
+import glob
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARY_KEYS = ("iteration", "env_steps", "episodes", "successes", "success_rate", "success_rate_low",
+                "success_rate_high", "first_seed", "horizon")
+
+
+def fail(message):
+    sys.exit(f"[sweep] error: {message}")
+
+
+# ---- The grid ----------------------------------------------------------------------------------
+
+def load_grid(path):
+    try:
+        grid = json.load(open(path))
+    except (OSError, ValueError) as e:
+        fail(f"{path}: {e}")
+    defaults = {k: v for k, v in grid.items() if k != "benchmarks"}
+    benchmarks = grid.get("benchmarks")
+    if not isinstance(benchmarks, list) or not benchmarks:
+        fail(f"{path}: field `benchmarks` must be a non-empty list")
+    out = []
+    for i, bench in enumerate(benchmarks):
+        merged = {"seeds": [0], "grid": {}, "set": {}, "resources": {"cpus": 1, "gpus": 0}, "prepare": [],
+                  "runs": "runs/sweeps", "evidence": "docs/evidence", "record": False}
+        merged.update(copy.deepcopy(defaults))
+        merged.update(copy.deepcopy(bench))
+        for key in ("name", "task", "pretrained", "methods"):
+            if key not in merged:
+                fail(f"{path}: benchmarks[{i}] lacks field `{key}`")
+        for label, method in merged["methods"].items():
+            if "config" not in method:
+                fail(f"{path}: benchmarks[{i}].methods.{label} lacks field `config`")
+        out.append(merged)
+    return out
+
+
+def set_path(config, dotted, value, where):
+    """config[a][b][c] = value for "a.b.c"; the path must exist (a typo is an error)."""
+    node = config
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            fail(f"{where}: `{dotted}` is not a field of the config (no `{key}`)")
+        node = node[key]
+    if not isinstance(node, dict) or keys[-1] not in node:
+        fail(f"{where}: `{dotted}` is not a field of the config")
+    node[keys[-1]] = value
+
+
+def trials_of(bench, seeds=None, methods=None):
+    """Every trial of a benchmark: (label, seed, method, resolved config)."""
+    axes = [[]]
+    for abbrev, axis in bench["grid"].items():
+        axes = [a + [(abbrev, axis["key"], v)] for a in axes for v in axis["values"]]
+    trials = []
+    for method_name, method in bench["methods"].items():
+        if methods and method_name not in methods:
+            continue
+        path = os.path.join(ROOT, method["config"])
+        try:
+            base = json.load(open(path))
+        except (OSError, ValueError) as e:
+            fail(f"{method['config']}: {e}")
+        for axis_values in axes:
+            label = method_name + "".join(f"-{abbrev}{value}" for abbrev, _, value in axis_values)
+            for seed in bench["seeds"]:
+                if seeds is not None and seed not in seeds:
+                    continue
+                config = copy.deepcopy(base)
+                where = f"benchmark {bench['name']}, method {method_name}"
+                for key, value in {**bench["set"], **method.get("set", {})}.items():
+                    set_path(config, key, value, where)
+                for _, key, value in axis_values:
+                    set_path(config, key, value, where)
+                config["name"] = f"{bench['name']}_{label}_s{seed}"
+                config["seed"] = seed
+                config["pretrained"] = bench["pretrained"]
+                trials.append((label, seed, method_name, config))
+    return trials
+
+
+# ---- One trial, on whichever node Ray chose -----------------------------------------------------
+
+def read_checkpoint(path):
+    """The files of a pretrained checkpoint (a run dir resolves to checkpoints/latest)."""
+    latest = os.path.join(path, "checkpoints", "latest")
+    if os.path.exists(latest):
+        path = os.path.join(path, "checkpoints", open(latest).read().strip())
+    files = {}
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if os.path.isfile(full):
+            files[name] = open(full, "rb").read()
+    return files
+
+
+def final_checkpoint(run_dir, iterations):
+    return os.path.join(run_dir, "checkpoints", "step_%08d" % iterations)
+
+
+def run_trial(trial, pretrained_ref, board):
+    """Runs (or resumes) one fine-tune and returns its summary, or {"failed": ...}."""
+    import ray
+
+    os.chdir(trial["root"])
+    config = trial["config"]
+    run_dir = trial["run_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    if not os.path.exists(config["pretrained"]):
+        # This node lacks the pretrained checkpoint: materialise the shipped copy.
+        local = os.path.join(run_dir, "pretrained_checkpoint")
+        os.makedirs(local, exist_ok=True)
+        for name, data in ray.get(pretrained_ref).items():
+            with open(os.path.join(local, name), "wb") as f:
+                f.write(data)
+        config = dict(config, pretrained=local)
+    config_path = os.path.join(run_dir, "trial_config.json")
+    iterations = config["schedule"]["iterations"]
+    log_path = os.path.join(run_dir, "trial.log")
+    command = [trial["bin"], "finetune", "--task", trial["task"], "--run-dir", run_dir,
+               "--threads", str(trial["threads"])]
+    if not trial["record"]:
+        command.append("--no-record")
+    started = time.time()
+    if not os.path.isdir(final_checkpoint(run_dir, iterations)):  # visible only once complete
+        if os.path.exists(os.path.join(run_dir, "checkpoints", "latest")):
+            command.append("--resume")
+        else:
+            with open(config_path, "w") as f:
+                json.dump(config, f, indent=2)
+            with open(os.path.join(run_dir, "commit"), "w") as f:
+                f.write(trial["commit"] + "\n")
+            command += ["--config", config_path]
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch, args=(trial["id"], run_dir, iterations, board, stop), daemon=True)
+        watcher.start()
+        with open(log_path, "ab") as log:
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.node()}: {' '.join(command)}\n".encode())
+            log.flush()
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=trial["root"])
+        stop.set()
+        watcher.join()
+        if code != 0:
+            tail = open(log_path, "rb").read()[-2000:].decode("utf-8", "replace")
+            return {"failed": True, "id": trial["id"], "returncode": code, "log": log_path, "log_tail": tail,
+                    "node": platform.node()}
+    evaluations = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "evaluations", "iteration_*.json"))):
+        e = json.load(open(path))
+        evaluations.append({k: e[k] for k in SUMMARY_KEYS})
+    commit_file = os.path.join(run_dir, "commit")
+    commit = open(commit_file).read().strip() if os.path.exists(commit_file) else trial["commit"]
+    run_config = json.load(open(os.path.join(run_dir, "config.json")))
+    run_config["pretrained"] = trial["config"]["pretrained"]  # the driver's name, not a node's copy
+    return {
+        "benchmark": trial["benchmark"], "label": trial["label"], "method": trial["method"],
+        "algorithm": run_config.get("algorithm", "rldt"),
+        "field": run_config.get("actor", {}).get("objective", {}).get("field"),
+        "seed": trial["seed"], "config": run_config, "evaluations": evaluations, "commit": commit,
+        "pretrained_sha256": trial["pretrained_sha256"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "node": platform.node(),
+        "cpus": trial["cpus"], "gpus": trial["gpus"], "wall_s": round(time.time() - started, 1),
+    }
+
+
+def watch(trial_id, run_dir, iterations, board, stop):
+    """Reports the trial's latest iteration and evaluation to the driver's progress board."""
+    while not stop.wait(5.0):
+        last = sorted(glob.glob(os.path.join(run_dir, "evaluations", "iteration_*.json")))
+        line = None
+        try:
+            with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+                for line in f:
+                    pass
+            step = json.loads(line)["step"] + 1 if line else 0
+        except (OSError, ValueError, KeyError):
+            step = 0
+        evaluation = None
+        if last:
+            try:
+                e = json.load(open(last[-1]))
+                evaluation = f"{e['successes']}/{e['episodes']} at {e['env_steps']:,} steps"
+            except (OSError, ValueError, KeyError):
+                pass
+        board.update.remote(trial_id, f"iteration {step}/{iterations}" + (f", eval {evaluation}" if evaluation else ""))
+
+
+# ---- The driver ----------------------------------------------------------------------------------
+
+def prepare(bench, binary):
+    for step in bench["prepare"]:
+        if os.path.exists(os.path.join(ROOT, step["creates"])):
+            continue
+        print(f"[sweep] {bench['name']}: preparing {step['creates']}: rldt-vision {' '.join(step['command'])}", flush=True)
+        code = subprocess.call([binary] + step["command"], cwd=ROOT)
+        if code != 0:
+            fail(f"benchmark {bench['name']}: `rldt-vision {' '.join(step['command'])}` exited {code}")
+
+
+def write_summary(path, summary):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, path)
+
+
+def report(bench):
+    directory = os.path.join(ROOT, bench["evidence"], bench["name"])
+    if not glob.glob(os.path.join(directory, "*_s*.json")):
+        print(f"[sweep] {bench['name']}: no finished trials yet")
+        return
+    plot = os.path.join(ROOT, bench.get("plot", os.path.join(bench["evidence"], bench["name"], "learning.png")))
+    title = bench.get("title", bench["name"])
+    subprocess.call([sys.executable, os.path.join(ROOT, "scripts", "plot_learning.py"), directory, plot, title])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("grid", help="configs/sweeps/<name>.json")
+    ap.add_argument("--address", help="an existing Ray cluster (`auto`, or host:port of its head); default: a local Ray")
+    ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    ap.add_argument("--seeds", help="only these seeds (comma-separated)")
+    ap.add_argument("--methods", help="only these methods (comma-separated)")
+    ap.add_argument("--benchmarks", help="only these benchmarks (comma-separated)")
+    ap.add_argument("--report-only", action="store_true", help="print the table and write the plot of finished trials")
+    ap.add_argument("--dry-run", action="store_true", help="list the trials and whether each is done")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rldt-vision"))
+    a = ap.parse_args()
+
+    benches = load_grid(a.grid)
+    if a.benchmarks:
+        wanted = set(a.benchmarks.split(","))
+        benches = [b for b in benches if b["name"] in wanted]
+    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
+    methods = set(a.methods.split(",")) if a.methods else None
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    pending, skipped = [], 0
+    for bench in benches:
+        for label, seed, method, config in trials_of(bench, seeds, methods):
+            summary_path = os.path.join(ROOT, bench["evidence"], bench["name"], f"{label}_s{seed}.json")
+            trial_id = f"{bench['name']}/{label}_s{seed}"
+            if os.path.exists(summary_path):
+                skipped += 1
+                if a.dry_run:
+                    print(f"[sweep] done     {trial_id}")
+                continue
+            if a.dry_run:
+                print(f"[sweep] to run   {trial_id}")
+            pending.append((bench, label, seed, method, config, summary_path, trial_id))
+    if a.report_only or a.dry_run:
+        for bench in benches:
+            if a.report_only:
+                report(bench)
+        return 0
+    print(f"[sweep] {len(pending)} trials to run, {skipped} done already (their summaries exist)", flush=True)
+    if not pending:
+        for bench in benches:
+            report(bench)
+        return 0
+    if not os.access(a.bin, os.X_OK):
+        fail(f"{a.bin}: no rldt-vision binary (scripts/setup builds it)")
+    for bench in {b["name"]: b for b, *_ in pending}.values():
+        prepare(bench, a.bin)
+
+    import ray
+
+    if a.address:
+        ray.init(address=a.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=a.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    print(f"[sweep] Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs", flush=True)
+
+    @ray.remote(num_cpus=0)
+    class Board:
+        def __init__(self):
+            self.lines = {}
+
+        def update(self, trial_id, line):
+            self.lines[trial_id] = line
+
+        def snapshot(self):
+            return dict(self.lines)
+
+    board = Board.remote()
+    remote_trial = ray.remote(run_trial)
+    pretrained = {}
+    futures = {}
+    for bench, label, seed, method, config, summary_path, trial_id in pending:
+        source = os.path.join(ROOT, bench["pretrained"])
+        if source not in pretrained:
+            if not os.path.isdir(source):
+                fail(f"benchmark {bench['name']}: pretrained `{bench['pretrained']}` does not exist (its `prepare` steps make it)")
+            files = read_checkpoint(source)
+            digest = hashlib.sha256(files.get("ema.safetensors", b"")).hexdigest()
+            pretrained[source] = (ray.put(files), digest)
+        cpus, gpus = bench["resources"].get("cpus", 1), bench["resources"].get("gpus", 0)
+        trial = {
+            "id": trial_id, "benchmark": bench["name"], "label": label, "seed": seed, "method": method,
+            "task": bench["task"], "config": config, "root": ROOT, "bin": a.bin, "commit": commit,
+            "run_dir": os.path.join(ROOT, bench["runs"], bench["name"], f"{label}_s{seed}"),
+            "threads": max(1, int(cpus)), "cpus": cpus, "gpus": gpus, "record": bench["record"],
+            "pretrained_sha256": pretrained[source][1],
+        }
+        ref = remote_trial.options(num_cpus=cpus, num_gpus=gpus, max_retries=0).remote(trial, pretrained[source][0], board)
+        futures[ref] = (trial_id, summary_path)
+
+    total, finished, failed = len(futures), 0, []
+    started, last_status = time.time(), 0.0
+    while futures:
+        ready, _ = ray.wait(list(futures), num_returns=1, timeout=10.0)
+        for ref in ready:
+            trial_id, summary_path = futures.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as e:  # the worker process died, the node left, ...
+                result = {"failed": True, "id": trial_id, "returncode": None, "log_tail": repr(e), "log": None}
+            finished += 1
+            if result.get("failed"):
+                failed.append(trial_id)
+                print(f"[sweep] FAILED {trial_id} (exit {result['returncode']}, log {result.get('log')}):\n"
+                      + "\n".join("    " + l for l in result["log_tail"].strip().splitlines()[-8:]), flush=True)
+            else:
+                write_summary(summary_path, result)
+                cells = ", ".join(f"{e['env_steps']:,}: {e['successes']}/{e['episodes']}" for e in result["evaluations"])
+                print(f"[sweep] done {trial_id} in {result['wall_s']:.0f} s on {result['node']}: {cells}", flush=True)
+        if time.time() - last_status >= 30.0 or ready:
+            last_status = time.time()
+            lines = ray.get(board.snapshot.remote())
+            running = [f"{t}: {lines[t]}" for t, _ in futures.values() if t in lines]
+            print(f"[sweep] {finished}/{total} finished ({len(failed)} failed), {len(futures)} left, "
+                  f"{time.time() - started:.0f} s" + "".join("\n    " + r for r in running), flush=True)
+    for bench in benches:
+        report(bench)
+    if failed:
+        print(f"[sweep] {len(failed)} trials failed: {', '.join(failed)}; run the sweep again to retry them")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
