@@ -135,7 +135,15 @@ mod tests {
 
     #[test]
     fn committed_configs_are_complete_and_valid() {
-        for name in ["square.json", "square_cpu.json", "square_vit.json", "synthetic_cpu.json", "lift_cpu.json", "lift_lowdim.json", "square_lowdim.json"] {
+        for name in [
+            "square.json",
+            "square_cpu.json",
+            "square_vit.json",
+            "synthetic_cpu.json",
+            "lift_cpu.json",
+            "lift_lowdim.json",
+            "square_lowdim.json",
+        ] {
             PretrainConfig::load(&committed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }

@@ -75,7 +75,9 @@ fn damaged_reads<T>(
         std::fs::write(target, &damaged).unwrap();
         let outcome = catch_unwind(AssertUnwindSafe(|| read(target)));
         match outcome {
-            Err(_) => panic!("case {case} ({} of {} bytes): a panic reading {}", damaged.len(), bytes.len(), target.display()),
+            Err(_) => {
+                panic!("case {case} ({} of {} bytes): a panic reading {}", damaged.len(), bytes.len(), target.display())
+            }
             Ok(Err(message)) => {
                 let name = target.file_name().unwrap().to_string_lossy();
                 assert!(message.contains(&*name), "case {case}: the error does not name {name}: {message}");

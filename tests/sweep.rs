@@ -47,7 +47,8 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
         "evaluation.episodes": 4, "evaluation.first_seed": 100000
     });
     let mut pretraining: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("configs/pretrain/lift_lowdim.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("configs/pretrain/lift_lowdim.json")).unwrap())
+            .unwrap();
     pretraining["dataset"]["path"] = path("lift.hdf5").into();
     pretraining["dataset"]["train_demos"]["first_n"] = Value::Null;
     pretraining["dataset"]["valid_demos"] = Value::Null;
