@@ -38,7 +38,7 @@ use rldt_datasets::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::finetune::{Algorithm, EnvSettings, FinetuneConfig, OnPolicyConfig, ScheduleSettings};
+use crate::config::finetune::{EnvSettings, FinetuneConfig, ScheduleSettings};
 use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
 use crate::policy::checkpoint;
@@ -49,12 +49,13 @@ use crate::rl::rldt::{CriticStats, Rldt, RldtCounters};
 use crate::rl::rollout::{collect_round, RoundOutcome, Sampling};
 use crate::rl::trajectory::Trajectory;
 use crate::run_dir::{self, write_atomic, PendingCheckpoint};
-use crate::sim::{SimConfig, Task, VecEnv};
+use crate::sim::{SimConfig, VecEnv};
 use crate::train::evaluation::{evaluate, EvaluationContext, EvaluationPoint};
 use crate::train::metrics::{field_means, named, Metrics, MetricsLog};
-use crate::train::RunFlags;
 use crate::viz::finetune::FinetuneRecording;
 use crate::viz::{self, Recorder, Sink};
+
+pub use super::finetune_args::FinetuneArgs;
 
 pub struct FinetuneOptions {
     pub config: Option<FinetuneConfig>,
@@ -64,96 +65,6 @@ pub struct FinetuneOptions {
     /// Where the rerun recording goes; None: the run's own file (`particles.rrd`, or
     /// `particles.resume-<iteration>.rrd` when resuming).
     pub recording: Option<Sink>,
-}
-
-/// The flags of `rldt-vision finetune`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FinetuneArgs {
-    #[arg(long, value_enum)]
-    pub task: Task,
-    /// Fine-tuning config (default configs/finetune/<task>.json: the paper's settings); its
-    /// `algorithm` field picks RLDT or ReinFlow.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Pretraining run or checkpoint directory, overriding the config's `pretrained`.
-    #[arg(long)]
-    pub pretrained: Option<PathBuf>,
-    #[command(flatten)]
-    pub run: RunFlags,
-    /// Recording of particle fields, metrics and rollout frames: `spawn` a viewer, or
-    /// `connect ADDR` (host:port or a rerun+http URL) to a running one. Default: a file in
-    /// the run directory.
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"])]
-    pub viewer: Vec<String>,
-    /// No recording at all.
-    #[arg(long, conflicts_with = "viewer")]
-    pub no_record: bool,
-}
-
-impl FinetuneArgs {
-    fn config_path(&self) -> PathBuf {
-        self.config.clone().unwrap_or_else(|| format!("configs/finetune/{}.json", self.task.name()).into())
-    }
-
-    fn resuming_a_run(&self) -> Option<&PathBuf> {
-        self.run.run_dir.as_ref().filter(|_| self.run.resume)
-    }
-
-    /// The algorithm of the run: the resumed run's `config.json`, else the config file's.
-    pub fn algorithm(&self) -> Result<Algorithm> {
-        match self.resuming_a_run() {
-            Some(dir) => Algorithm::of_file(&dir.join("config.json")),
-            None => Algorithm::of_file(&self.config_path()),
-        }
-    }
-
-    /// A config of type `C` from `--config` (refusing one for another task, applying
-    /// `--pretrained`), or None when resuming a run (its own config.json is used).
-    fn load_config<C>(
-        &self,
-        load: impl Fn(&std::path::Path) -> Result<C>,
-        task_and_pretrained: impl Fn(&mut C) -> (Task, &mut PathBuf),
-    ) -> Result<Option<C>> {
-        if self.resuming_a_run().is_some() {
-            return Ok(None);
-        }
-        let path = self.config_path();
-        let mut config = load(&path)?;
-        let (task, pretrained) = task_and_pretrained(&mut config);
-        if task != self.task {
-            let message = format!("field `env.task` is {:?}, but --task {}", task, self.task.name());
-            return Err(Error::Config { file: path, message });
-        }
-        if let Some(p) = &self.pretrained {
-            *pretrained = p.clone();
-        }
-        Ok(Some(config))
-    }
-
-    fn run_dir(&self, name: Option<&str>) -> PathBuf {
-        self.run.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or("finetune")))
-    }
-
-    /// The RLDT run these flags ask for.
-    pub fn options(&self) -> Result<FinetuneOptions> {
-        let recording = Sink::from_flags(&self.viewer, self.no_record).map_err(Error::Usage)?;
-        let config = self.load_config(FinetuneConfig::load, |c| (c.env.task, &mut c.pretrained))?;
-        let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
-        Ok(FinetuneOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume, recording })
-    }
-
-    /// The on-policy baseline run (ReinFlow, FPO++) these flags ask for (it records metrics
-    /// and evaluations, no rerun recording).
-    pub fn on_policy_options(&self) -> Result<crate::train::onpolicy::OnPolicyOptions> {
-        let config = self.load_config(OnPolicyConfig::load, |c| (c.env.task, &mut c.pretrained))?;
-        let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
-        Ok(crate::train::onpolicy::OnPolicyOptions {
-            config,
-            run_dir,
-            device: self.run.device.resolve()?,
-            resume: self.run.resume,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

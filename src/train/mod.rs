@@ -3,6 +3,7 @@
 
 pub mod evaluation;
 pub mod finetune;
+pub mod finetune_args;
 pub mod loader;
 pub mod metrics;
 pub mod onpolicy;
