@@ -296,9 +296,8 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
         if step == 0 || (options.reference_every > 0 && step % options.reference_every == 0) {
             reference_vs.copy(&vs).expect("same variables");
         }
-        let out = actor_objective(&policy, &reference, &constant_states(options.states_per_step), &q_grad, &objective);
         actor_optimizer.zero_grad();
-        out.loss.backward();
+        actor_objective(&policy, &reference, &constant_states(options.states_per_step), &q_grad, &objective, 1);
         let warmup = ((step + 1) as f64 / 64.0).min(1.0);
         actor_optimizer.step(options.actor_lr * warmup);
     }

@@ -5,6 +5,11 @@
 //! - `random_shift` (DrQ; the RLDT paper's choice): replicate-pad by `pad`, then a random
 //!   window of the original size per image; identity in evaluation.
 //! - `none`.
+//!
+//! [`Augmentation::draw_on_stored`] applies the same random shift to stored u8 images
+//! ([N, H, W, C]) before any conversion, so a batch can be augmented once and kept as bytes
+//! (RLDT's critic batches, docs/algorithm.md §3). Shifting bytes and then converting equals
+//! converting and then shifting (replicate padding copies pixels; the conversion is per pixel).
 //! Offsets come from libtorch's global generator, so `tch::manual_seed` fixes them.
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +50,39 @@ impl Augmentation {
             (Augmentation::RandomShift { .. }, false) | (Augmentation::None, _) => x.shallow_clone(),
         }
     }
+}
+
+impl Augmentation {
+    /// One random draw of the training augmentation on stored images: [N, H, W, C] u8 →
+    /// [N, H, W, C] u8. For `random_shift` the output pixel (y, x) of image i is the input
+    /// pixel (clamp(y + top_i − pad), clamp(x + left_i − pad)), i.e. replicate-pad then crop
+    /// at (top_i, left_i), offsets drawn as [`apply`](Self::apply) draws them. `none`: the
+    /// input. `random_crop` changes the image size and has no stored-image form (None).
+    pub fn draw_on_stored(&self, images: &Tensor) -> Option<Tensor> {
+        match self {
+            Augmentation::None => Some(images.shallow_clone()),
+            Augmentation::RandomCrop { .. } => None,
+            Augmentation::RandomShift { pad } => {
+                let n = images.size()[0];
+                Some(shift_stored(images, *pad, &random_offsets(n, 2 * pad + 1, 2 * pad + 1)))
+            }
+        }
+    }
+}
+
+/// images [N, H, W, C] (any kind), one (top, left) in [0, 2·pad] per image → the replicate-padded
+/// image's window at (top, left), same size, by gathering clamped rows and columns.
+fn shift_stored(images: &Tensor, pad: i64, offsets: &[(i64, i64)]) -> Tensor {
+    let (n, h, w, c) = images.size4().expect("stored images are [N, H, W, C]");
+    let device = images.device();
+    let index = |offset: &dyn Fn(&(i64, i64)) -> i64, len: i64| -> Tensor {
+        let shifts: Vec<i64> = offsets.iter().map(|o| offset(o) - pad).collect();
+        let shift = Tensor::from_slice(&shifts).to_device(device).view([n, 1]);
+        (Tensor::arange(len, (Kind::Int64, device)).view([1, len]) + shift).clamp(0, len - 1)
+    };
+    let rows = index(&|o| o.0, h).view([n, h, 1, 1]).expand([n, h, w, c], false);
+    let cols = index(&|o| o.1, w).view([n, 1, w, 1]).expand([n, h, w, c], false);
+    images.gather(1, &rows, false).gather(2, &cols, false)
 }
 
 /// n pairs (top, left), top uniform in [0, max_top), left uniform in [0, max_left).
@@ -88,6 +126,24 @@ mod tests {
         tch::manual_seed(1);
         let y = aug.apply(&x, true);
         assert_eq!(y.size(), [3, 3, 8, 8]);
+    }
+
+    /// For the same offsets (corners and the centre, pad 3), shifting stored bytes and then
+    /// converting equals converting and then replicate-pad + crop as `apply` does.
+    #[test]
+    fn shift_on_stored_bytes_equals_shift_on_network_input() {
+        let images = Tensor::randint(256, [5, 12, 12, 3], (Kind::Uint8, tch::Device::Cpu));
+        let offsets = [(0, 0), (6, 6), (3, 3), (0, 6), (5, 1)];
+        let input = crate::pixels::to_network_input(&images);
+        let on_input = crop_each(&input.replication_pad2d([3, 3, 3, 3]), 12, &offsets);
+        let stored = shift_stored(&images, 3, &offsets);
+        assert_eq!(stored.kind(), Kind::Uint8);
+        assert!(crate::pixels::to_network_input(&stored).equal(&on_input));
+        assert!(stored.get(2).equal(&images.get(2)), "(pad, pad) is the identity");
+        assert!(!stored.get(0).equal(&images.get(0)));
+        let drawn = Augmentation::RandomShift { pad: 3 }.draw_on_stored(&images).unwrap();
+        assert_eq!(drawn.size(), images.size());
+        assert!(Augmentation::RandomCrop { crop_size: 8 }.draw_on_stored(&images).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `rldt-vision bench finetune`: wall time of one critic step (a batch of N trajectories × T
-//! chunks: targets from 2 fresh policy samples per next state through the EMA target, TD(λ),
-//! the TD loss, backward, AdamW, target EMA) and one actor step (M trajectories × T states × P
+//! `rldt-vision bench finetune`: wall time of drawing a critic batch (N trajectories × T
+//! chunks: one augmentation, 2 bootstrap policy samples per next state), of one critic step on
+//! it (targets through the EMA target on the cached samples, TD(λ), the TD loss and backward
+//! in `--mini-batch-split` parts, AdamW, target EMA) and of one actor step (M trajectories × T states × P
 //! particles: chains, a†, ∇Q, SVGD field, losses, backward, AdamW) for the policy of a
 //! pretraining config, on synthetic trajectories of those shapes. With `--torch`, the same
 //! computation runs in PyTorch eager (`scripts/bench_finetune_torch.py`) in the same call.
@@ -57,6 +58,9 @@ pub struct FinetuneBenchOptions {
     pub chunks: usize,
     #[arg(long, default_value_t = 8)]
     pub particles: i64,
+    /// Parts of a critic and an actor step's gradient pass (paper: 4).
+    #[arg(long, default_value_t = 4)]
+    pub mini_batch_split: usize,
     #[arg(long, default_value_t = 2)]
     pub steps: usize,
     #[arg(long, value_enum, default_value = "auto")]
@@ -135,12 +139,14 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         encoder_lr: 4e-5,
         target_ema: 0.995,
         target_samples: 2,
+        mini_batch_split: options.mini_batch_split,
     };
     let actor_settings = ActorSettings {
         objective: ActorObjective { particles: options.particles, ..ActorObjective::paper() },
         lr: 2e-5,
         warmup_steps: 64,
         reference: ReferencePolicy::PreviousIterate,
+        mini_batch_split: options.mini_batch_split,
     };
     let mut rldt = Rldt::new(&dir, &critic_settings, &actor_settings, device)?;
     let mut rng = SplitMix64::new(3);
@@ -156,7 +162,10 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         }
         Ok(started.elapsed().as_secs_f64() / options.steps as f64)
     };
-    let critic_s = time(&mut || rldt.critic_step(&critic_refs, 1e-3).map(|_| ()))?;
+    let draw_s = time(&mut || rldt.draw_critic_batch(&critic_refs).map(|_| ()))?;
+    let drawn = rldt.draw_critic_batch(&critic_refs)?;
+    let critic_s = time(&mut || rldt.critic_step(&drawn, 1e-3).map(|_| ()))?;
+    drop(drawn);
     let actor_s = time(&mut || rldt.actor_step(&actor_refs).map(|_| ()))?;
     drop(rldt);
     let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
@@ -164,7 +173,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     // Update seconds per env step at each algorithm's paper schedule (51,200 env steps per
     // iteration: 64 envs × 2 episodes × 400 steps).
     let env_steps = 51_200.0;
-    let rldt_update_s = 16.0 * (32.0 * critic_s + 2.0 * actor_s);
+    let rldt_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * actor_s);
     let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
     let fpo_update_s = 10.0 * 20.0 * fpo_s;
     let mut report = json!({
@@ -181,7 +190,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
         },
         "steps_timed": options.steps,
-        "rust_tch": {"critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
+        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
         "update_s_per_env_step": {
             "rldt": rldt_update_s / env_steps,
@@ -192,7 +201,9 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     if let Some(python) = &options.torch_python {
         let torch = run_torch(python, options, (config, device, threads), (p, a))?;
         report["tch_over_torch"] = json!({
-            "critic": critic_s / torch["critic_step_s"].as_f64().unwrap_or(f64::NAN),
+            // The PyTorch script still draws augmentation and bootstrap actions at every step:
+            // the same work here is a draw plus a step.
+            "critic_with_fresh_draw": (draw_s + critic_s) / torch["critic_step_s"].as_f64().unwrap_or(f64::NAN),
             "actor": actor_s / torch["actor_step_s"].as_f64().unwrap_or(f64::NAN),
         });
         report["pytorch_eager"] = torch;

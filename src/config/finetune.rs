@@ -151,7 +151,7 @@ impl FinetuneConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
         let d = self.recording.view_3d_dims;
-        let checks: [(bool, &str, String); 19] = [
+        let checks: [(bool, &str, String); 21] = [
             (self.algorithm == Algorithm::Rldt, "algorithm", "must be `rldt` for this config type".into()),
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
@@ -191,6 +191,8 @@ impl FinetuneConfig {
                 "critic.target_ema",
                 "target_ema in [0, 1) and target_samples ≥ 1".into(),
             ),
+            (c.mini_batch_split >= 1, "critic.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
+            (a.mini_batch_split >= 1, "actor.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
             (a.objective.particles >= 2, "actor.objective.particles", "must be ≥ 2".into()),
             (a.lr > 0.0, "actor.lr", "must be > 0".into()),
             (

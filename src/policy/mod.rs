@@ -66,6 +66,37 @@ impl ObsBatch {
     pub fn batch_size(&self) -> i64 {
         self.proprio.size()[0]
     }
+
+    /// States start..start + len (views, no copy).
+    pub fn narrow(&self, start: i64, len: i64) -> ObsBatch {
+        ObsBatch {
+            images: self.images.iter().map(|images| images.narrow(0, start, len)).collect(),
+            proprio: self.proprio.narrow(0, start, len),
+        }
+    }
+
+    /// The states at `rows` ([R] i64) as a batch of R (a copy; images stay u8).
+    pub fn select(&self, rows: &Tensor) -> ObsBatch {
+        ObsBatch {
+            images: self.images.iter().map(|images| images.index_select(0, rows)).collect(),
+            proprio: self.proprio.index_select(0, rows),
+        }
+    }
+
+    /// One draw of `augmentation` on every image of the batch, kept as u8
+    /// (`Augmentation::draw_on_stored`); None for an augmentation that changes the image size.
+    pub fn augmented_once(&self, augmentation: &rldt_encoders::Augmentation) -> Option<ObsBatch> {
+        let images = self
+            .images
+            .iter()
+            .map(|images| {
+                let size = images.size(); // [B, To, H, W, 3]
+                let flat = images.reshape([-1, size[2], size[3], size[4]]);
+                augmentation.draw_on_stored(&flat).map(|shifted| shifted.view(size.as_slice()))
+            })
+            .collect::<Option<Vec<Tensor>>>()?;
+        Some(ObsBatch { images, proprio: self.proprio.shallow_clone() })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::actor_loss::{alignment_loss, consistency_loss, constraint_loss};
+use super::mini_batch::parts;
 use super::svgd::{transport_field, Bandwidth, Temperature};
 use crate::policy::{FlowPolicy, ObsBatch};
 
@@ -102,6 +103,9 @@ pub struct ActorSettings {
     pub lr: f64,
     pub warmup_steps: usize,
     pub reference: ReferencePolicy,
+    /// An actor step's gradient pass in this many parts of its states, the gradients
+    /// accumulated (paper: 4): the same step, a fraction of the memory.
+    pub mini_batch_split: usize,
 }
 
 /// Scalars for metrics (`actor/*`, `svgd/*`).
@@ -127,10 +131,9 @@ pub struct FieldStats {
     pub field_norm: f64,
 }
 
-/// What one evaluation of the objective produced: the loss to back-propagate, its scalars,
-/// and the particles it used (for recordings).
+/// What one evaluation of the objective produced (its gradient is in the policy's
+/// variables): its scalars and the particles it used (for recordings).
 pub struct ActorOutput {
-    pub loss: Tensor,
     pub stats: ActorStats,
     pub particles: ParticleField,
 }
@@ -223,49 +226,80 @@ pub fn particle_field(
     ParticleField { chains, x_t, t, queries, endpoints, field, attraction, repulsion, bandwidth, alpha }
 }
 
-/// The objective on the states of `obs` (B of them). `q_grad(actions [N, D]) → ∇_a Q [N, D]`
-/// for rows in state-major order (row n belongs to state n / P), zero over any
-/// non-executed part of the chunk. `reference` is v_ref (previous iterate or pretrained).
+/// The objective on the states of `obs` (B of them): accumulates ∇L into `policy`'s
+/// variables (the caller zeroes the gradients before and steps after) and returns its
+/// scalars and particles. `q_grad(actions [N, D]) → ∇_a Q [N, D]` for rows in state-major
+/// order (row n belongs to state n / P), zero over any non-executed part of the chunk.
+/// `reference` is v_ref (previous iterate or pretrained).
+///
+/// Split: every random draw (chains, query steps, τ, noise) happens first for all rows; the
+/// gradient pass then runs over `mini_batch_split` parts of the states, part p's loss scaled
+/// by its share of the rows (= divided by the split for equal parts), so the accumulated
+/// gradient is the unsplit one and only one part's activations hold gradients at a time.
 pub fn actor_objective(
     policy: &FlowPolicy,
     reference: &FlowPolicy,
     obs: &ObsBatch,
     q_grad: &dyn Fn(&Tensor) -> Tensor,
     objective: &ActorObjective,
+    mini_batch_split: usize,
 ) -> ActorOutput {
     let p = objective.particles;
     let k_steps = policy.spec().config.num_denoising_steps;
     let device = policy.device();
+    let state_parts = parts(obs.batch_size(), mini_batch_split);
 
-    // 1. Features once per state, repeated over particles (gradient flows into the encoder).
-    let cond = policy.condition(obs, false).repeat_interleave_self_int(p, 0, None); // [B·P, C]
-    let rows = cond.size()[0];
+    // 1. Features once per state, repeated over particles: [B·P, C]. With one part, this
+    //    forward is also the gradient pass's; with several, each part recomputes its own.
+    let whole_cond = (state_parts.len() == 1).then(|| policy.condition(obs, false));
+    let cond_fixed = match &whole_cond {
+        Some(cond) => cond.detach(),
+        None => tch::no_grad(|| policy.condition(obs, false)),
+    }
+    .repeat_interleave_self_int(p, 0, None);
+    let rows = cond_fixed.size()[0];
 
     // 2–4. Particles, queries and the field, without gradient.
-    let particles = particle_field(policy, &cond.detach(), q_grad, objective);
+    let particles = particle_field(policy, &cond_fixed, q_grad, objective);
     let ParticleField { x_t, t, endpoints, field, .. } = &particles;
 
-    // 5. Losses through one velocity evaluation per row.
-    let v = policy.velocity(x_t, t, &cond);
-    let alignment = alignment_loss(&v, field, t, k_steps);
-    let consistency = consistency_loss(x_t, &v, t, endpoints, k_steps);
+    // 5a. The constraint's interpolants x'_τ = (1 − τ)·noise + τ·a and v_ref there, all rows.
     let tau = (Tensor::randint(k_steps, [rows, 1], (Kind::Int64, device)).to_kind(Kind::Float)) / k_steps as f64;
     let noise = endpoints.randn_like();
     let x_tau = &noise * (1.0 - &tau) + endpoints * &tau;
-    let v_tau = policy.velocity(&x_tau, &tau, &cond);
     let v_ref = tch::no_grad(|| {
         let ref_cond = reference.condition(obs, false).repeat_interleave_self_int(p, 0, None);
         reference.velocity(&x_tau, &tau, &ref_cond)
     });
-    let constraint = constraint_loss(&v_tau, &v_ref);
-    let loss = &alignment * objective.alignment_weight
-        + &consistency * objective.consistency_weight
-        + &constraint * objective.constraint_weight;
+
+    // 5b. Losses through one velocity evaluation per row, part by part.
+    let mut terms = [0.0f64; 4]; // loss, alignment, consistency, constraint
+    for (start, len) in state_parts {
+        let share = (len * p) as f64 / rows as f64;
+        let part = |x: &Tensor| x.narrow(0, start * p, len * p);
+        let cond = match &whole_cond {
+            Some(cond) => cond.repeat_interleave_self_int(p, 0, None),
+            None => policy.condition(&obs.narrow(start, len), false).repeat_interleave_self_int(p, 0, None),
+        };
+        let (x_t, t) = (part(x_t), part(t));
+        let v = policy.velocity(&x_t, &t, &cond);
+        let alignment = alignment_loss(&v, &part(field), &t, k_steps);
+        let consistency = consistency_loss(&x_t, &v, &t, &part(endpoints), k_steps);
+        let v_tau = policy.velocity(&part(&x_tau), &part(&tau), &cond);
+        let constraint = constraint_loss(&v_tau, &part(&v_ref));
+        let loss = &alignment * objective.alignment_weight
+            + &consistency * objective.consistency_weight
+            + &constraint * objective.constraint_weight;
+        (&loss * share).backward();
+        for (sum, value) in terms.iter_mut().zip([&loss, &alignment, &consistency, &constraint]) {
+            *sum += share * value.double_value(&[]);
+        }
+    }
     let stats = ActorStats {
-        loss: loss.double_value(&[]),
-        alignment: alignment.double_value(&[]),
-        consistency: consistency.double_value(&[]),
-        constraint: constraint.double_value(&[]),
+        loss: terms[0],
+        alignment: terms[1],
+        consistency: terms[2],
+        constraint: terms[3],
         field: FieldStats {
             bandwidth: particles.bandwidth.mean(Kind::Float).double_value(&[]),
             alpha: particles.alpha.mean(Kind::Float).double_value(&[]),
@@ -274,7 +308,7 @@ pub fn actor_objective(
             field_norm: mean_row_norm(field),
         },
     };
-    ActorOutput { loss, stats, particles }
+    ActorOutput { stats, particles }
 }
 
 #[cfg(test)]
@@ -293,7 +327,7 @@ mod tests {
         let obs = ObsBatch { images: vec![], proprio: Tensor::zeros([4, 1, 1], (Kind::Float, Device::Cpu)) };
         let q_grad = |a: &Tensor| a.ones_like() * 0.3;
         let objective = ActorObjective { alignment_weight: 3.0, ..ActorObjective::paper() };
-        let stats = actor_objective(&policy, &policy, &obs, &q_grad, &objective).stats;
+        let stats = actor_objective(&policy, &policy, &obs, &q_grad, &objective, 1).stats;
         assert!(stats.alignment.abs() > 1e-4, "alignment term is not zero: {}", stats.alignment);
         let sum = 3.0 * stats.alignment + 0.5 * stats.consistency + 0.2 * stats.constraint;
         assert!(

@@ -26,8 +26,11 @@ pub struct CriticSettings {
     pub encoder_lr: f64,
     /// Target network: EMA of heads and encoder after every critic step.
     pub target_ema: f64,
-    /// Fresh policy samples a' per next state for the target (paper: 2).
+    /// Policy samples a' per next state for the target, drawn once per critic batch (paper: 2).
     pub target_samples: usize,
+    /// A critic step's passes over the batch in this many parts of its trajectories, the
+    /// gradients accumulated (paper: 4): the same step, a quarter of the memory.
+    pub mini_batch_split: usize,
 }
 
 #[derive(Debug)]
@@ -118,7 +121,7 @@ pub fn init_encoder_from_actor(critic: &nn::VarStore, actor: &nn::VarStore) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::{FlowPolicy, PolicyConfig, VelocityHeadConfig};
     use rldt_datasets::batch::DatasetStats;
@@ -126,7 +129,7 @@ mod tests {
     use rldt_encoders::{Augmentation, BackboneConfig, EncoderConfig};
     use tch::Device;
 
-    fn spec() -> PolicySpec {
+    pub(crate) fn spec() -> PolicySpec {
         PolicySpec {
             config: PolicyConfig {
                 obs_horizon: 1,

@@ -14,8 +14,10 @@
 pub mod actor;
 pub mod actor_loss;
 pub mod critic;
+pub mod critic_batch;
 pub mod exploration;
 pub mod fpo;
+pub mod mini_batch;
 pub mod noisy_chain;
 pub mod onpolicy;
 pub mod ppo;

@@ -2,11 +2,13 @@
 //! the actor (the flow policy), the reference policy v_ref, the critic and its EMA target,
 //! and one AdamW per VarStore. The loop that calls it is `train::finetune`.
 //!
-//! Critic step (one call = one gradient step on a batch of N trajectories of T chunks):
-//!   Q̄_{t+1} = clip(mean over 2 fresh policy samples a' of min over target heads
-//!             Q_target(s_{t+1}, a'), 0, 1);  G = TD(λ)(r', d', Q̄);
-//!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod 2);
-//!   one augmentation of the images per call; target ← EMA after the step.
+//! Critic batch (once per round, `rl::critic_batch`): N trajectories of T chunks, their
+//!   images augmented once, 2 bootstrap samples a' per next state from the actor.
+//! Critic step (one call = one gradient step on that batch):
+//!   Q̄_{t+1} = clip(mean over the cached a' of min over target heads Q_target(s_{t+1}, a'), 0, 1);
+//!   G = TD(λ)(r', d', Q̄);
+//!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod 2),
+//!   its gradient accumulated over `mini_batch_split` parts; target ← EMA after the step.
 //! Actor step: the objective of `rl::actor` on all unmasked states of the given trajectories,
 //! with ∇_a Q = the mean of the two online heads' gradients at the particles.
 
@@ -19,7 +21,7 @@ use super::actor::{actor_objective, ActorStats};
 use super::actor::{ActorSettings, ReferencePolicy};
 use super::critic::CriticSettings;
 use super::critic::{init_encoder_from_actor, Critic};
-use super::returns::td_lambda;
+use super::critic_batch::CriticBatch;
 use super::trajectory::Trajectory;
 use crate::error::{Error, Result};
 use crate::optim::ema::Ema;
@@ -69,6 +71,13 @@ impl Rldt {
         let (actor_vs, actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
         let (reference_vs, reference) = checkpoint::load(pretrained, Weights::Ema, device)?;
         let spec = actor.spec().clone();
+        if matches!(spec.config.encoder.augmentation, rldt_encoders::Augmentation::RandomCrop { .. }) {
+            return Err(Error::CriticBatch(format!(
+                "{}: the policy's encoder augmentation is random_crop, which changes the image size; \
+                 RLDT augments each critic batch once on the stored images (random_shift or none)",
+                pretrained.display()
+            )));
+        }
         let critic_vs = nn::VarStore::new(device);
         let critic = Critic::new(&critic_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
         init_encoder_from_actor(&critic_vs, &actor_vs)
@@ -102,56 +111,30 @@ impl Rldt {
         self.actor.device()
     }
 
-    /// Executed numbers of a full chunk: [N, D] → [N, Ta·A].
-    fn executed(&self, chunk: &Tensor) -> Tensor {
-        let spec = self.actor.spec();
-        chunk.narrow(1, 0, spec.config.exec_horizon * spec.action_dim)
+    /// Draws a critic batch from N trajectories of equal length T: one augmentation of its
+    /// images and `target_samples` bootstrap actions per next state from the current actor
+    /// (`rl::critic_batch`). Every critic step of the round reuses it.
+    pub fn draw_critic_batch(&self, trajectories: &[&Trajectory]) -> Result<CriticBatch> {
+        let settings = &self.critic_settings;
+        CriticBatch::draw(
+            trajectories,
+            &self.actor,
+            settings.target_samples as i64,
+            settings.mini_batch_split,
+            self.device(),
+        )
+        .map_err(Error::CriticBatch)
     }
 
-    /// One critic step on N trajectories of equal length T.
-    pub fn critic_step(&mut self, trajectories: &[&Trajectory], critic_lr: f64) -> Result<CriticStats> {
-        let (n, t_len) = (trajectories.len(), trajectories[0].chunks);
-        if trajectories.iter().any(|t| t.chunks != t_len) {
-            return Err(Error::CriticBatch(
-                "trajectories of different lengths (fine-tuning needs full-length episodes)".into(),
-            ));
-        }
-        let device = self.device();
-        let current: Vec<(&Trajectory, usize)> =
-            trajectories.iter().flat_map(|tr| (0..t_len).map(move |t| (*tr, t))).collect();
-        let next: Vec<(&Trajectory, usize)> =
-            trajectories.iter().flat_map(|tr| (1..=t_len).map(move |t| (*tr, t))).collect();
-        let field = |f: fn(&Trajectory) -> &Vec<f32>| -> Tensor {
-            let values: Vec<f32> = trajectories.iter().flat_map(|tr| f(tr).iter().copied()).collect();
-            Tensor::from_slice(&values).view([n as i64, t_len as i64]).to_device(device)
-        };
-        let (rewards, dones, mask) = (field(|t| &t.rewards), field(|t| &t.dones), field(|t| &t.mask));
-
-        // Targets, without gradient.
-        let next_obs = Trajectory::states(&next, device);
-        let next_values = tch::no_grad(|| {
-            let cond = self.actor.condition(&next_obs, false);
-            let features = self.target.features(&next_obs, false);
-            let samples = self.critic_settings.target_samples as i64;
-            let rows = cond.size()[0];
-            let cond = cond.repeat([samples, 1]);
-            let chain = self.actor.sample_chain(&cond, &self.actor.initial_noise(rows * samples, false));
-            let a_next = self.executed(&chain.get(self.actor.spec().config.num_denoising_steps));
-            let q = self.target.q_from_features(&features.repeat([samples, 1]), &a_next); // [S·rows, heads]
-            let q_min = q.min_dim(-1, false).0.view([samples, rows]).mean_dim(0, false, Kind::Float);
-            q_min.clamp(0.0, 1.0).view([n as i64, t_len as i64])
-        });
-        let targets =
-            td_lambda(&rewards, &dones, &next_values, self.critic_settings.gamma, self.critic_settings.lambda);
-
-        // The step: one augmentation of the images (the critic encoder's, train = true).
-        let obs = Trajectory::states(&current, device);
-        let actions: Vec<f32> = trajectories.iter().flat_map(|tr| tr.actions.iter().copied()).collect();
-        let actions = Tensor::from_slice(&actions).view([(n * t_len) as i64, -1]).to_device(device);
-        let q =
-            self.critic.q_from_features(&self.critic.features(&obs, true), &actions).view([n as i64, t_len as i64, -1]);
-        let loss = Critic::td_loss(&q, &targets, &mask);
-        let loss_value = loss.double_value(&[]);
+    /// One critic step on a drawn batch: Q̄ with the current target on the cached bootstrap
+    /// actions, TD(λ) targets, the gradient in `mini_batch_split` parts, AdamW, target EMA.
+    pub fn critic_step(&mut self, batch: &CriticBatch, critic_lr: f64) -> Result<CriticStats> {
+        let (gamma, lambda, split) =
+            (self.critic_settings.gamma, self.critic_settings.lambda, self.critic_settings.mini_batch_split);
+        let next_values = batch.next_values(&self.target, split);
+        let targets = batch.targets(&next_values, gamma, lambda);
+        self.critic_optimizer.zero_grad();
+        let (loss_value, q_mean) = batch.backward(&self.critic, &targets, split);
         if !loss_value.is_finite() {
             return Err(Error::NonFinite {
                 step: 0,
@@ -160,13 +143,11 @@ impl Rldt {
                 checkpoints: Default::default(),
             });
         }
-        self.critic_optimizer.zero_grad();
-        loss.backward();
         self.critic_optimizer.step(critic_lr);
         self.target_ema.update();
         Ok(CriticStats {
             td_loss: loss_value,
-            q_mean: q.mean(Kind::Float).double_value(&[]),
+            q_mean,
             target_mean: targets.mean(Kind::Float).double_value(&[]),
             next_value_mean: next_values.mean(Kind::Float).double_value(&[]),
         })
@@ -185,8 +166,16 @@ impl Rldt {
         let particles = self.actor_settings.objective.particles;
         let features =
             tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
+        self.actor_optimizer.zero_grad();
         let q_grad = |actions: &Tensor| self.q_gradient(&features, actions);
-        let out = actor_objective(&self.actor, &self.reference, &obs, &q_grad, &self.actor_settings.objective);
+        let out = actor_objective(
+            &self.actor,
+            &self.reference,
+            &obs,
+            &q_grad,
+            &self.actor_settings.objective,
+            self.actor_settings.mini_batch_split,
+        );
         if !out.stats.loss.is_finite() {
             return Err(Error::NonFinite {
                 step: 0,
@@ -195,8 +184,6 @@ impl Rldt {
                 checkpoints: Default::default(),
             });
         }
-        self.actor_optimizer.zero_grad();
-        out.loss.backward();
         self.actor_steps += 1;
         let warmup = (self.actor_steps as f64 / self.actor_settings.warmup_steps.max(1) as f64).min(1.0);
         self.actor_optimizer.step(self.actor_settings.lr * warmup);

@@ -9,7 +9,8 @@
 //!         round ← collect_round(envs, actor, exploration)
 //!         for each of `rounds`:
 //!             batch ← fresh trajectories (fresh_fraction) + replay (balanced success/failure)
-//!             critic_steps_per_round × critic step on the batch
+//!             draw it once (one augmentation, bootstrap actions; rl::critic_batch)
+//!             critic_steps_per_round × critic step on the drawn batch
 //!             from actor_start_iteration: actor_steps_per_round × actor step on a few of them
 //!         replay ← replay + round;  v_ref ← actor
 //!     metrics, recording, checkpoint
@@ -204,9 +205,10 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
                 progress.set_message(format!("iteration {iteration}: round {}/{}", r + 1, schedule.rounds));
                 let batch = critic_batch(&round.trajectories, &replay, schedule, &mut rng);
                 let started = Instant::now();
+                let drawn = run.rldt.draw_critic_batch(&batch).map_err(at(iteration, &run))?;
                 for _ in 0..schedule.critic_steps_per_round {
                     done.critic
-                        .push(run.rldt.critic_step(&batch, config.critic.heads_lr).map_err(at(iteration, &run))?);
+                        .push(run.rldt.critic_step(&drawn, config.critic.heads_lr).map_err(at(iteration, &run))?);
                 }
                 done.critic_s += started.elapsed().as_secs_f64();
                 if iteration >= schedule.actor_start_iteration {
