@@ -1,13 +1,23 @@
-"""PyTorch-eager baseline for `rldt-vision bench finetune`: the same critic step and actor step
-as rldt-vision's Rldt (docs/algorithm.md §3-§5) with the same networks (built by
-bench_pretrain_torch.py's classes from the same config) on random data of the same shapes.
-Prints one JSON object with the mean seconds per step. Written for this project.
+"""PyTorch-eager baseline for `rldt-vision bench finetune`: what the RLDT paper's code does per
+critic batch, critic step and actor step (docs/algorithm.md §3-§5), with the same networks
+(built by bench_pretrain_torch.py's classes from the same config) on random data of the same
+shapes, fp32:
+- critic batch draw: ONE random-shift augmentation of the batch's N*(T+1) frames (kept u8)
+  and 2 bootstrap actions per next state (plain ODE through the actor), part by part;
+- critic step: per part, target features of the next states and Q-bar on the cached actions
+  (no gradient); TD(lambda); the gradient pass in `--mini-batch-split` parts, each part's mean
+  loss divided by the split; AdamW; EMA of the target;
+- actor step: particles, a-dagger, grad Q, SVGD field for all states (no gradient), then the
+  losses' gradient pass in parts; Adam.
+Prints one JSON object: mean seconds per draw / step and the process's peak RSS.
+Written for this project.
 """
 import argparse
 import copy
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -75,7 +85,7 @@ class Critic(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
-    for name in ["image-size", "proprio-dim", "action-dim", "critic-trajectories", "actor-trajectories", "chunks", "particles", "steps", "threads"]:
+    for name in ["image-size", "proprio-dim", "action-dim", "critic-trajectories", "actor-trajectories", "chunks", "particles", "steps", "threads", "mini-batch-split"]:
         ap.add_argument("--" + name, type=int, required=True)
     ap.add_argument("--config-json", required=True)
     ap.add_argument("--device", default="cpu")
@@ -105,41 +115,76 @@ def main():
     rewards[:, -1] = 1
     dones, mask = rewards.clone(), torch.ones(N, T, device=dev)
 
-    def frames(idx_from, idx_to, n):
-        return [img[:n, idx_from:idx_to].reshape(-1, S, S, 3) for img in images], proprio[:n, idx_from:idx_to].reshape(-1, a.proprio_dim)
+    split = max(1, a.mini_batch_split)
+
+    def parts(n):
+        k = min(split, n)
+        return [(p * n // k, (p + 1) * n // k) for p in range(k)]
+
+    def shift_u8(img, pad=4):
+        # img [B, S, S, 3] u8 -> one random shift per image, replicate padding, u8.
+        b = img.shape[0]
+        off = torch.randint(0, 2 * pad + 1, (2, b, 1), device=dev) - pad
+        ar = torch.arange(S, device=dev).view(1, S)
+        rows = (ar + off[0]).clamp(0, S - 1).view(b, S, 1, 1).expand(b, S, S, 3)
+        cols = (ar + off[1]).clamp(0, S - 1).view(b, 1, S, 1).expand(b, S, S, 3)
+        return img.gather(1, rows).gather(2, cols)
+
+    def states(imgs, pro, lo, hi, t_from, t_to):
+        return [im[lo:hi, t_from:t_to].reshape(-1, S, S, 3) for im in imgs], pro[lo:hi, t_from:t_to].reshape(-1, a.proprio_dim)
+
+    batch = {}
+
+    def draw_batch():
+        imgs = [shift_u8(im.reshape(-1, S, S, 3)).view(N, T + 1, S, S, 3) for im in images]
+        boot = []
+        with torch.no_grad():
+            for lo, hi in parts(N):
+                im, pro = states(imgs, proprio, lo, hi, 1, T + 1)
+                cond = condition(actor, im, pro, False)
+                rows = cond.shape[0]
+                boot.append(chain(actor, cond.repeat(2, 1), torch.randn(2 * rows, Tp * A, device=dev), K)[K][:, : Ta * A].view(2, rows, -1))
+        batch["images"], batch["bootstrap"] = imgs, torch.cat(boot, 1)
 
     def critic_step():
+        imgs, boot = batch["images"], batch["bootstrap"]
         with torch.no_grad():
-            imgs, pro = frames(1, T + 1, N)
-            cond = condition(actor, imgs, pro, False)
-            feat = target.features(imgs, pro, False)
-            rows = cond.shape[0]
-            c2 = cond.repeat(2, 1)
-            a_next = chain(actor, c2, torch.randn(2 * rows, Tp * A, device=dev), K)[K][:, : Ta * A]
-            q = target.q(feat.repeat(2, 1), a_next).min(-1).values.view(2, rows).mean(0).clamp(0, 1).view(N, T)
+            qs = []
+            for lo, hi in parts(N):
+                im, pro = states(imgs, proprio, lo, hi, 1, T + 1)
+                feat = target.features(im, pro, False)
+                rows = feat.shape[0]
+                a_next = boot[:, lo * T : lo * T + rows].reshape(2 * rows, -1)
+                qs.append(target.q(feat.repeat(2, 1), a_next).min(-1).values.view(2, rows).mean(0).clamp(0, 1).view(hi - lo, T))
+            q = torch.cat(qs, 0)
             g = rewards[:, -1] + 0.999 * (1 - dones[:, -1]) * q[:, -1]
             targets = [g]
             for t in range(T - 2, -1, -1):
                 g = rewards[:, t] + 0.999 * (1 - dones[:, t]) * (0.5 * q[:, t] + 0.5 * g)
                 targets.append(g)
             targets = torch.stack(targets[::-1], 1)
-        imgs, pro = frames(0, T, N)
-        qs = critic.q(critic.features(imgs, pro, True), actions.reshape(N * T, -1)).view(N, T, 2)
-        loss = sum((((qs[h::2, :, h] - targets[h::2]) ** 2) * mask[h::2]).mean() for h in range(2))
         critic_opt.zero_grad()
-        loss.backward()
+        total = 0.0
+        for lo, hi in parts(N):
+            im, pro = states(imgs, proprio, lo, hi, 0, T)
+            qs = critic.q(critic.features(im, pro, False), actions[lo:hi].reshape((hi - lo) * T, -1)).view(hi - lo, T, 2)
+            tg, mk = targets[lo:hi], mask[lo:hi]
+            h0 = lo % 2  # the head of the part's first trajectory (trajectory n trains head n mod 2)
+            loss = sum((((qs[(h - h0) % 2 :: 2, :, h] - tg[(h - h0) % 2 :: 2]) ** 2) * mk[(h - h0) % 2 :: 2]).mean() for h in range(2)) / split
+            loss.backward()
+            total += loss.item()
         critic_opt.step()
         with torch.no_grad():
             for pt, pc_ in zip(target.parameters(), critic.parameters()):
                 pt.lerp_(pc_, 0.005)
-        return loss.item()
+        return total
 
     def actor_step():
-        imgs, pro = frames(0, T, M)
+        imgs, pro = states(images, proprio, 0, M, 0, T)
         B = pro.shape[0]
-        cond = condition(actor, imgs, pro, False).repeat_interleave(P, 0)
-        rows = cond.shape[0]
         with torch.no_grad():
+            cond = condition(actor, imgs, pro, False).repeat_interleave(P, 0)
+            rows = cond.shape[0]
             ch = chain(actor, cond, torch.randn(rows, Tp * A, device=dev), K)
             end = ch[K]
             k = torch.randint(0, K, (rows,), device=dev)
@@ -152,28 +197,33 @@ def main():
         grad = torch.autograd.grad(qv, ex)[0]
         g = torch.cat([grad, torch.zeros(rows, (Tp - Ta) * A, device=dev)], 1) if Tp > Ta else grad
         D = g.shape[1]
-        qd, en, gs = q_dag.view(B, P, D), end.view(B, P, D), g.view(B, P, D)
-        diff = qd.unsqueeze(2) - en.unsqueeze(1)
-        d2 = (diff ** 2).sum(-1)
-        h = (d2.sort(-1).values[..., (P - 1) // 2] / (2 * math.log(P + 1))).clamp_min(1e-8)
-        kern = torch.exp(-d2 / (2 * h.unsqueeze(-1)))
-        alpha = 0.001 * gs.norm(dim=-1).mean(-1).clamp(0, 1e5)
-        phi = (kern @ gs) / P + ((kern.unsqueeze(-1) * diff).sum(2) / h.unsqueeze(-1)) * alpha.view(-1, 1, 1) / P
-        phi = phi.view(rows, D)
-        v = velocity(actor, xt, t, cond)
-        l_rl = -((v * phi) / (K * (1 - t))).sum(-1).mean()
-        l_cons = (((xt + (1 - t) * v - end) ** 2) / (K * (1 - t)) ** 2).sum(-1).mean()
-        tau = torch.randint(0, K, (rows, 1), device=dev).float() / K
-        xtau = (1 - tau) * torch.randn_like(end) + tau * end
         with torch.no_grad():
+            qd, en, gs = q_dag.view(B, P, D), end.view(B, P, D), g.view(B, P, D)
+            diff = qd.unsqueeze(2) - en.unsqueeze(1)
+            d2 = (diff ** 2).sum(-1)
+            h = (d2.sort(-1).values[..., (P - 1) // 2] / (2 * math.log(P + 1))).clamp_min(1e-8)
+            kern = torch.exp(-d2 / (2 * h.unsqueeze(-1)))
+            alpha = 0.001 * gs.norm(dim=-1).mean(-1).clamp(0, 1e5)
+            phi = (kern @ gs) / P + ((kern.unsqueeze(-1) * diff).sum(2) / h.unsqueeze(-1)) * alpha.view(-1, 1, 1) / P
+            phi = phi.view(rows, D)
+            tau = torch.randint(0, K, (rows, 1), device=dev).float() / K
+            xtau = (1 - tau) * torch.randn_like(end) + tau * end
             rc = condition(reference, imgs, pro, False).repeat_interleave(P, 0)
             vref = velocity(reference, xtau, tau, rc)
-        l_ref = ((velocity(actor, xtau, tau, cond) - vref) ** 2).sum(-1).mean()
-        loss = l_rl + 0.5 * l_cons + 0.2 * l_ref
         actor_opt.zero_grad()
-        loss.backward()
+        total = 0.0
+        for lo, hi in parts(B):
+            r = slice(lo * P, hi * P)
+            c = condition(actor, [im[lo:hi] for im in imgs], pro[lo:hi], False).repeat_interleave(P, 0)
+            v = velocity(actor, xt[r], t[r], c)
+            l_rl = -((v * phi[r]) / (K * (1 - t[r]))).sum(-1).mean()
+            l_cons = (((xt[r] + (1 - t[r]) * v - end[r]) ** 2) / (K * (1 - t[r])) ** 2).sum(-1).mean()
+            l_ref = ((velocity(actor, xtau[r], tau[r], c) - vref[r]) ** 2).sum(-1).mean()
+            loss = (l_rl + 0.5 * l_cons + 0.2 * l_ref) * ((hi - lo) / B)
+            loss.backward()
+            total += loss.item()
         actor_opt.step()
-        return loss.item()
+        return total
 
     def timed(f):
         f()
@@ -182,7 +232,12 @@ def main():
             f()
         return (time.perf_counter() - t0) / a.steps
 
-    print(json.dumps({"torch_version": torch.__version__, "threads": torch.get_num_threads(), "critic_step_s": timed(critic_step), "actor_step_s": timed(actor_step)}))
+    draw_s = timed(draw_batch)
+    critic_s = timed(critic_step)
+    actor_s = timed(actor_step)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"torch_version": torch.__version__, "threads": torch.get_num_threads(), "mini_batch_split": split,
+                      "critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb": peak_mb}))
 
 
 if __name__ == "__main__":

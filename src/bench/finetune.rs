@@ -148,6 +148,12 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         reference: ReferencePolicy::PreviousIterate,
         mini_batch_split: options.mini_batch_split,
     };
+    // The PyTorch side runs first, in its own process, before this one allocates its batches:
+    // the two never hold memory at the same time (this process keeps what it frees).
+    let torch = match &options.torch_python {
+        Some(python) => Some(run_torch(python, options, (config, device, threads), (p, a))?),
+        None => None,
+    };
     let mut rldt = Rldt::new(&dir, &critic_settings, &actor_settings, device)?;
     let mut rng = SplitMix64::new(3);
     let critic_batch: Vec<Trajectory> =
@@ -168,6 +174,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     drop(drawn);
     let actor_s = time(&mut || rldt.actor_step(&actor_refs).map(|_| ()))?;
     drop(rldt);
+    let peak_rss_mb = super::peak_rss_mb();
     let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
     let fpo_s = time_on_policy_step("fpo", &dir, &spec, options, device, &mut rng, &time)?;
     // Update seconds per env step at each algorithm's paper schedule (51,200 env steps per
@@ -190,7 +197,8 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
         },
         "steps_timed": options.steps,
-        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
+        "mini_batch_split": options.mini_batch_split,
+        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
         "update_s_per_env_step": {
             "rldt": rldt_update_s / env_steps,
@@ -198,13 +206,16 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             "fpo": fpo_update_s / env_steps,
         },
     });
-    if let Some(python) = &options.torch_python {
-        let torch = run_torch(python, options, (config, device, threads), (p, a))?;
+    if let Some(torch) = torch {
+        let ratio = |ours: f64, key: &str| ours / torch[key].as_f64().unwrap_or(f64::NAN);
         report["tch_over_torch"] = json!({
-            // The PyTorch script still draws augmentation and bootstrap actions at every step:
-            // the same work here is a draw plus a step.
-            "critic_with_fresh_draw": (draw_s + critic_s) / torch["critic_step_s"].as_f64().unwrap_or(f64::NAN),
-            "actor": actor_s / torch["actor_step_s"].as_f64().unwrap_or(f64::NAN),
+            "critic_batch_draw": ratio(draw_s, "critic_batch_draw_s"),
+            "critic_step": ratio(critic_s, "critic_step_s"),
+            // A round's 32 critic steps with their one draw.
+            "critic_call_32_steps": (draw_s + 32.0 * critic_s)
+                / (torch["critic_batch_draw_s"].as_f64().unwrap_or(f64::NAN)
+                    + 32.0 * torch["critic_step_s"].as_f64().unwrap_or(f64::NAN)),
+            "actor_step": ratio(actor_s, "actor_step_s"),
         });
         report["pytorch_eager"] = torch;
         report["pytorch_eager"]["keep_freed_memory"] = options.torch_keep_freed_memory.into();
@@ -247,6 +258,8 @@ fn run_torch(
             &options.particles.to_string(),
             "--steps",
             &options.steps.to_string(),
+            "--mini-batch-split",
+            &options.mini_batch_split.to_string(),
         ])
         .args(["--threads", &threads.to_string(), "--device", if device.is_cuda() { "cuda" } else { "cpu" }])
         .output()

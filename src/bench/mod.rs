@@ -21,6 +21,18 @@ pub fn cpu_description() -> String {
     format!("{model}, {cores} logical cores")
 }
 
+/// This process's peak resident memory so far (VmHWM of /proc/self/status), MB; NaN where
+/// the kernel does not report it.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// Runs a baseline script's finished `command` output: its JSON result (the whole stdout, or
 /// else its last line that starts with `{`), or an error naming the script with the last
 /// `tail` lines of its stderr.
