@@ -62,21 +62,24 @@ impl Vit {
 
     /// x: [N, 3, S, S] → tokens [N, T, E].
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let patches = x.apply(&self.patch_conv1).relu().apply(&self.patch_conv2); // [N, E, s, s]
+        // In-place ReLU: the convolution's backward needs its input, not its output, so the
+        // output is overwritten rather than kept twice (the largest activation of the encoder).
+        let patches = x.apply(&self.patch_conv1).relu_().apply(&self.patch_conv2); // [N, E, s, s]
         let tokens = patches.flatten(2, 3).transpose(1, 2) + &self.position; // [N, T, E]
         let tokens = &tokens + self.attention(&tokens.apply(&self.norm_attention));
         let mlp = tokens.apply(&self.norm_mlp).apply(&self.mlp_in).gelu("none").apply(&self.mlp_out);
         (tokens + mlp).apply(&self.norm_final)
     }
 
-    /// Multi-head self-attention: x: [N, T, E] → [N, T, E].
+    /// Multi-head self-attention: x: [N, T, E] → [N, T, E], per head
+    /// softmax(q·kᵀ/√d)·v through libtorch's fused kernel, which keeps no [N, heads, T, T]
+    /// attention matrix for the backward pass (a 96² image: 4 × 121² floats per image).
     fn attention(&self, x: &Tensor) -> Tensor {
         let (n, t, e) = x.size3().unwrap();
         let head_dim = e / self.num_heads;
         let qkv = x.apply(&self.qkv).view([n, t, 3, self.num_heads, head_dim]).permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // each [N, heads, T, head_dim]
-        let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
-        let out = scores.softmax(-1, Kind::Float).matmul(&v); // [N, heads, T, head_dim]
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false);
         out.transpose(1, 2).reshape([n, t, e]).apply(&self.attention_out)
     }
 }
@@ -115,5 +118,38 @@ impl SpatialEmbedding {
 impl Module for Vit {
     fn forward(&self, xs: &Tensor) -> Tensor {
         Vit::forward(self, xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    /// The fused attention equals the explicit softmax(q·kᵀ/√d)·v, values and gradients.
+    #[test]
+    fn fused_attention_equals_the_explicit_formula() {
+        let opts = (Kind::Float, Device::Cpu);
+        let make = |seed: f64| ((Tensor::arange(2 * 4 * 9 * 8, opts) * seed).sin()).view([2, 4, 9, 8]);
+        let (q0, k0, v0) = (make(0.37), make(0.53), make(0.71));
+        let run = |fused: bool| -> (Tensor, Vec<Tensor>) {
+            let (q, k, v) = (
+                q0.copy().set_requires_grad(true),
+                k0.copy().set_requires_grad(true),
+                v0.copy().set_requires_grad(true),
+            );
+            let out = if fused {
+                Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)
+            } else {
+                (q.matmul(&k.transpose(-2, -1)) / 8f64.sqrt()).softmax(-1, Kind::Float).matmul(&v)
+            };
+            (out.sin().sum(Kind::Float)).backward();
+            (out.detach(), vec![q.grad(), k.grad(), v.grad()])
+        };
+        let (fused, fused_grads) = run(true);
+        let (plain, plain_grads) = run(false);
+        assert!(fused.allclose(&plain, 1e-5, 1e-6, false));
+        for (a, b) in fused_grads.iter().zip(&plain_grads) {
+            assert!(a.allclose(b, 1e-4, 1e-6, false));
+        }
     }
 }
