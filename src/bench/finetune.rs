@@ -58,6 +58,11 @@ pub struct FinetuneBenchOptions {
     pub chunks: usize,
     #[arg(long, default_value_t = 8)]
     pub particles: i64,
+    /// Fraction of each synthetic trajectory masked out after a success (0: success at the
+    /// last chunk, every state read, the worst case; Square at 90% success reads far fewer).
+    /// The PyTorch script passes every state, as the paper's code does.
+    #[arg(long, default_value_t = 0.0)]
+    pub masked_fraction: f64,
     /// Parts of a critic and an actor step's gradient pass (paper: 4).
     #[arg(long, default_value_t = 4)]
     pub mini_batch_split: usize,
@@ -83,12 +88,16 @@ pub struct FinetuneBenchOptions {
     pub scratch_dir: PathBuf,
 }
 
-fn synthetic_trajectory(spec: &PolicySpec, chunks: usize, rng: &mut SplitMix64) -> Trajectory {
+/// A trajectory of random frames and actions that succeeds at chunk s = T − 1 − ⌊f·T⌋ and is
+/// masked after it (shaped as docs/algorithm.md §3: r' = 1 at s, done from s on).
+fn synthetic_trajectory(spec: &PolicySpec, chunks: usize, masked_fraction: f64, rng: &mut SplitMix64) -> Trajectory {
     let (s, p) = (spec.image_size as usize, spec.proprio_dim as usize);
     let exec = (spec.config.exec_horizon * spec.action_dim) as usize;
     let mut uniform =
         |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * scale).collect() };
-    let rewards: Vec<f32> = (0..chunks).map(|t| if t + 1 == chunks { 1.0 } else { 0.0 }).collect();
+    let success = chunks - 1 - ((masked_fraction.clamp(0.0, 1.0) * chunks as f64) as usize).min(chunks - 1);
+    let rewards: Vec<f32> = (0..chunks).map(|t| if t == success { 1.0 } else { 0.0 }).collect();
+    let dones: Vec<f32> = (0..chunks).map(|t| if t >= success { 1.0 } else { 0.0 }).collect();
     let images = (0..spec.obs.image_keys.len())
         .map(|_| uniform((chunks + 1) * s * s * 3, 1.0).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect())
         .collect();
@@ -97,10 +106,10 @@ fn synthetic_trajectory(spec: &PolicySpec, chunks: usize, rng: &mut SplitMix64) 
         frames: Frames { image_size: s, proprio_dim: p, images, proprio },
         actions: uniform(chunks * exec, 1.0),
         raw_rewards: rewards.clone(),
-        raw_dones: rewards.clone(),
-        rewards: rewards.clone(),
-        mask: vec![1.0; chunks],
-        dones: rewards,
+        raw_dones: (0..chunks).map(|t| if t + 1 == chunks { 1.0 } else { 0.0 }).collect(),
+        rewards,
+        mask: (0..chunks).map(|t| if t <= success { 1.0 } else { 0.0 }).collect(),
+        dones,
         success: true,
         chunks,
     }
@@ -156,8 +165,9 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     };
     let mut rldt = Rldt::new(&dir, &critic_settings, &actor_settings, device)?;
     let mut rng = SplitMix64::new(3);
-    let critic_batch: Vec<Trajectory> =
-        (0..options.critic_trajectories).map(|_| synthetic_trajectory(&spec, options.chunks, &mut rng)).collect();
+    let critic_batch: Vec<Trajectory> = (0..options.critic_trajectories)
+        .map(|_| synthetic_trajectory(&spec, options.chunks, options.masked_fraction, &mut rng))
+        .collect();
     let critic_refs: Vec<&Trajectory> = critic_batch.iter().collect();
     let actor_refs: Vec<&Trajectory> = critic_batch.iter().take(options.actor_trajectories).collect();
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
@@ -191,7 +201,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         "keep_freed_memory": crate::host_memory::in_effect(),
         "config": config.name,
         "shapes": {
-            "critic": {"trajectories": options.critic_trajectories, "chunks": options.chunks},
+            "critic": {"trajectories": options.critic_trajectories, "chunks": options.chunks, "masked_fraction": options.masked_fraction},
             "actor": {"trajectories": options.actor_trajectories, "states": options.actor_trajectories * options.chunks, "particles": options.particles},
             "image": [options.image_size, options.image_size, 3], "cameras": config.dataset.obs.image_keys,
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
@@ -306,7 +316,7 @@ fn time_on_policy_step(
     while chunks_left > 0 {
         let keep = chunks_left.min(chunks);
         chunks_left -= keep;
-        let mut trajectory = synthetic_trajectory(spec, chunks, rng);
+        let mut trajectory = synthetic_trajectory(spec, chunks, 0.0, rng);
         trajectory.chunks = keep;
         trajectory.raw_rewards.truncate(keep);
         let replay = (0..keep).map(|_| (0..width).map(|_| rng.uniform() as f32).collect()).collect();

@@ -9,6 +9,8 @@
 //! 4. TD(λ) backwards along each trajectory with bootstrap values Q̄_{t+1}:
 //!    G_{T−1} = r_{T−1} + γ(1 − d_{T−1})·Q̄_T,
 //!    G_t     = r_t + γ(1 − d_t)·[(1 − λ)·Q̄_{t+1} + λ·G_{t+1}].
+//! 5. Which Q̄_{t+1} a critic loss reads at all ([`needed_bootstraps`]): the loss reads G_t
+//!    where mask_t > 0, and G_t reads Q̄_{t+1} and G_{t+1} only where d_t = 0.
 
 use tch::{Kind, Tensor};
 
@@ -69,6 +71,24 @@ pub fn td_lambda(rewards: &Tensor, dones: &Tensor, next_values: &Tensor, gamma: 
     Tensor::stack(&targets, 1)
 }
 
+/// Per trajectory (mask, dones: [T], after steps 1–3): where Q̄_{t+1} enters a target that
+/// the critic loss reads. reached_t = mask_t > 0 ∨ (reached_{t−1} ∧ d_{t−1} = 0) (G_t is read
+/// by the loss, or by a read G_{t−1} that does not stop at t − 1); Q̄_{t+1} is needed where
+/// reached_t ∧ d_t = 0. Any other Q̄ is multiplied by zero or feeds only targets nobody reads,
+/// so computing them as 0 leaves every read target, the loss and its gradient unchanged.
+pub fn needed_bootstraps(mask: &[f32], dones: &[f32]) -> Vec<bool> {
+    let mut reached_before = false;
+    let mut stops_before = true;
+    mask.iter()
+        .zip(dones)
+        .map(|(&m, &d)| {
+            let reached = m > 0.0 || (reached_before && !stops_before);
+            (reached_before, stops_before) = (reached, d > 0.5);
+            reached && d <= 0.5
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +141,28 @@ mod tests {
         for (got, want) in values(&g).iter().zip(want) {
             assert!((got - want).abs() < 1e-6, "{:?}", values(&g));
         }
+    }
+
+    /// The by-hand episode above: mask [1, 1, 1, 0, 1], d' [0, 0, 1, 1, 0] → Q̄ needed at
+    /// t = 0, 1 (chain to the success), not at 2 (done), not at 3 (masked, after a done),
+    /// at 4 (success lost, bootstraps). With Q̄ = 0 elsewhere the read targets are unchanged.
+    #[test]
+    fn only_needed_bootstraps_change_read_targets() {
+        let (mask, dones) = ([1.0f32, 1.0, 1.0, 0.0, 1.0], [0.0f32, 0.0, 1.0, 1.0, 0.0]);
+        let needed = needed_bootstraps(&mask, &dones);
+        assert_eq!(needed, [true, true, false, false, true]);
+        let rewards = row(&[0.0, 0.0, 1.0, 0.0, -1.0]);
+        let full = row(&[0.5, 0.6, 0.7, 0.8, 0.9]);
+        let keep = Tensor::from_slice(&needed.iter().map(|&n| n as i32 as f32).collect::<Vec<_>>()).view([1, 5]);
+        let g_full = values(&td_lambda(&rewards, &row(&dones), &full, 0.999, 0.5));
+        let g_fast = values(&td_lambda(&rewards, &row(&dones), &(&full * keep), 0.999, 0.5));
+        for t in 0..5 {
+            if mask[t] > 0.0 {
+                assert_eq!(g_full[t], g_fast[t], "t = {t}");
+            }
+        }
+        // A masked step that a read target chains through (no done before it) is reached.
+        assert_eq!(needed_bootstraps(&[1.0, 0.0, 0.0], &[0.0, 0.0, 0.0]), [true, true, true]);
+        assert_eq!(needed_bootstraps(&[0.0, 0.0, 1.0], &[0.0, 1.0, 1.0]), [false, false, false]);
     }
 }

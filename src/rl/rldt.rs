@@ -32,8 +32,10 @@ use crate::policy::FlowPolicy;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CriticStats {
     pub td_loss: f64,
+    /// Means over the entries the loss reads (mask > 0): Q of both heads, and G.
     pub q_mean: f64,
     pub target_mean: f64,
+    /// Mean Q̄_{t+1} where a read target uses it.
     pub next_value_mean: f64,
 }
 
@@ -148,8 +150,8 @@ impl Rldt {
         Ok(CriticStats {
             td_loss: loss_value,
             q_mean,
-            target_mean: targets.mean(Kind::Float).double_value(&[]),
-            next_value_mean: next_values.mean(Kind::Float).double_value(&[]),
+            target_mean: mean_at(&targets, &batch.loss_entries),
+            next_value_mean: mean_at(&next_values, &batch.bootstrap_entries),
         })
     }
 
@@ -220,6 +222,14 @@ impl Rldt {
         }
         Ok(())
     }
+}
+
+/// Mean of `values` [N, T] at flat entries [L] (0 when there are none).
+fn mean_at(values: &Tensor, entries: &Tensor) -> f64 {
+    if entries.numel() == 0 {
+        return 0.0;
+    }
+    values.view([-1]).index_select(0, entries).mean(Kind::Float).double_value(&[])
 }
 
 /// File names of an RLDT checkpoint (beside `policy.json` / `policy.safetensors`, which make
