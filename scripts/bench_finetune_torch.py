@@ -7,8 +7,8 @@ shapes, fp32:
 - critic step: per part, target features of the next states and Q-bar on the cached actions
   (no gradient); TD(lambda); the gradient pass in `--mini-batch-split` parts, each part's mean
   loss divided by the split; AdamW; EMA of the target;
-- actor step: particles, a-dagger, grad Q, SVGD field for all states (no gradient), then the
-  losses' gradient pass in parts; Adam.
+- actor step: particles, a-dagger, grad Q, SVGD field for every unmasked state (no gradient),
+  then the losses' gradient pass in parts; Adam.
 Prints one JSON object: mean seconds per draw / step and the process's peak RSS.
 Written for this project.
 """
@@ -89,6 +89,9 @@ def main():
         ap.add_argument("--" + name, type=int, required=True)
     ap.add_argument("--config-json", required=True)
     ap.add_argument("--device", default="cpu")
+    # Trajectories succeed at chunk T - 1 - floor(f*T) and are masked after it: the actor step
+    # takes the unmasked states (as RLDT's does); the critic passes every state (the paper's code).
+    ap.add_argument("--masked-fraction", type=float, default=0.0)
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -179,8 +182,10 @@ def main():
                 pt.lerp_(pc_, 0.005)
         return total
 
+    success = T - 1 - min(int(max(0.0, min(1.0, a.masked_fraction)) * T), T - 1)
+
     def actor_step():
-        imgs, pro = states(images, proprio, 0, M, 0, T)
+        imgs, pro = states(images, proprio, 0, M, 0, success + 1)
         B = pro.shape[0]
         with torch.no_grad():
             cond = condition(actor, imgs, pro, False).repeat_interleave(P, 0)

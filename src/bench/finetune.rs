@@ -202,7 +202,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         "config": config.name,
         "shapes": {
             "critic": {"trajectories": options.critic_trajectories, "chunks": options.chunks, "masked_fraction": options.masked_fraction},
-            "actor": {"trajectories": options.actor_trajectories, "states": options.actor_trajectories * options.chunks, "particles": options.particles},
+            "actor": {"trajectories": options.actor_trajectories, "states": actor_refs.iter().map(|t| t.mask.iter().filter(|&&m| m > 0.0).count()).sum::<usize>(), "particles": options.particles},
             "image": [options.image_size, options.image_size, 3], "cameras": config.dataset.obs.image_keys,
             "exec_horizon": config.policy.exec_horizon, "pred_horizon": config.policy.pred_horizon, "denoising_steps": config.policy.num_denoising_steps,
         },
@@ -270,6 +270,8 @@ fn run_torch(
             &options.steps.to_string(),
             "--mini-batch-split",
             &options.mini_batch_split.to_string(),
+            "--masked-fraction",
+            &options.masked_fraction.to_string(),
         ])
         .args(["--threads", &threads.to_string(), "--device", if device.is_cuda() { "cuda" } else { "cpu" }])
         .output()
