@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use rldt_vision::bench::finetune::FinetuneBenchOptions;
+use rldt_vision::bench::parity::ParityOptions;
 use rldt_vision::bench::pretrain::BenchOptions;
 use rldt_vision::bench::rollout::RolloutBenchOptions;
 use rldt_vision::collect::CollectOptions;
@@ -126,4 +127,7 @@ pub enum Bench {
     Rollout(RolloutBenchOptions),
     /// Pretraining step and data-loading throughput (optionally vs PyTorch eager).
     Pretrain(BenchOptions),
+    /// The same networks, weights and inputs on the CPU and on `--device` (default cuda):
+    /// largest relative differences of features, velocity, chain, Q, TD loss and gradient.
+    Parity(ParityOptions),
 }

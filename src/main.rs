@@ -185,6 +185,15 @@ fn run() -> anyhow::Result<()> {
                 Bench::Finetune(options) => rldt_vision::bench::finetune::bench_finetune(&options)?,
                 Bench::Rollout(options) => rldt_vision::bench::rollout::bench_rollout(&options)?,
                 Bench::Pretrain(options) => rldt_vision::bench::pretrain::bench_pretrain(&options)?,
+                Bench::Parity(options) => {
+                    let report = rldt_vision::bench::parity::bench_parity(&options)?;
+                    anyhow::ensure!(
+                        report["pass"] == true,
+                        "parity: a difference above the tolerance: {}",
+                        serde_json::to_string_pretty(&report)?
+                    );
+                    report
+                }
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

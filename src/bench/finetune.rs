@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use rldt_datasets::batch::DatasetStats;
 use rldt_datasets::random::SplitMix64;
-use rldt_datasets::MinMax;
 use serde_json::{json, Value};
 use tch::{nn, Device};
 
@@ -120,18 +118,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let device = options.device.resolve()?;
     let threads = set_threads(options.threads);
     let (p, a) = (options.proprio_dim, options.action_dim);
-    // Identity statistics: the data are synthetic.
-    let spec = PolicySpec {
-        config: config.policy.clone(),
-        obs: config.dataset.obs.clone(),
-        image_size: options.image_size as i64,
-        proprio_dim: p as i64,
-        action_dim: a as i64,
-        stats: DatasetStats {
-            proprio: MinMax { min: vec![-1.0; p], max: vec![1.0; p] },
-            actions: MinMax { min: vec![-1.0; a], max: vec![1.0; a] },
-        },
-    };
+    let spec = super::synthetic_spec(config, options.image_size, p, a);
     // A fresh "pretrained" checkpoint for Rldt to load.
     let dir = options.scratch_dir.join("bench_finetune_policy");
     std::fs::create_dir_all(&dir).map_err(crate::error::io_at(&dir))?;

@@ -2,6 +2,7 @@
 //! they ran on. Not tests: nothing here asserts speed.
 
 pub mod finetune;
+pub mod parity;
 pub mod pretrain;
 pub mod recording;
 pub mod rollout;
@@ -19,6 +20,28 @@ pub fn cpu_description() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{model}, {cores} logical cores")
+}
+
+/// The policy of a pretraining config for synthetic data: `image_size`² images, P proprio and
+/// A action numbers, identity statistics ([−1, 1]).
+pub fn synthetic_spec(
+    config: &crate::config::PretrainConfig,
+    image_size: usize,
+    proprio_dim: usize,
+    action_dim: usize,
+) -> crate::policy::PolicySpec {
+    use rldt_datasets::{batch::DatasetStats, MinMax};
+    crate::policy::PolicySpec {
+        config: config.policy.clone(),
+        obs: config.dataset.obs.clone(),
+        image_size: image_size as i64,
+        proprio_dim: proprio_dim as i64,
+        action_dim: action_dim as i64,
+        stats: DatasetStats {
+            proprio: MinMax { min: vec![-1.0; proprio_dim], max: vec![1.0; proprio_dim] },
+            actions: MinMax { min: vec![-1.0; action_dim], max: vec![1.0; action_dim] },
+        },
+    }
 }
 
 /// This process's peak resident memory so far (VmHWM of /proc/self/status), MB; NaN where

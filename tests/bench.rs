@@ -1,7 +1,9 @@
-//! `rldt-vision bench finetune --torch` at a tiny shape: both sides run the paper's critic
-//! structure (one draw, steps on it, split passes) and the actor step, and the report carries
-//! every figure the README quotes (seconds per draw and step, peak RSS, the ratios). Speed
-//! itself is measured by the command, not here.
+//! The benchmark commands at tiny shapes: what their reports carry, not their speed.
+//! - `bench finetune --torch`: both sides run the paper's critic structure (one draw, steps on
+//!   it, split passes) and the actor step; the report carries every figure the docs quote
+//!   (seconds per draw and step, peak RSS, the ratios).
+//! - `bench parity --device cpu`: the CPU-vs-device comparison's code path with the CPU on
+//!   both sides, where every difference must be exactly 0 (scripts/gpu_check runs it on CUDA).
 
 use std::path::Path;
 use std::process::Command;
@@ -36,4 +38,24 @@ fn bench_finetune_reports_both_sides() {
         positive(&format!("/tch_over_torch/{key}"));
     }
     assert_eq!(report["pytorch_eager"]["mini_batch_split"], 2);
+}
+
+#[test]
+fn bench_parity_on_the_cpu_finds_no_difference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(env!("CARGO_BIN_EXE_rldt-vision"))
+        .current_dir(root)
+        .args(["bench", "parity", "--device", "cpu", "--config", "configs/pretrain/synthetic_cpu.json"])
+        .args(["--image-size", "32", "--batch", "3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["pass"], true);
+    let differences = report["relative_differences"].as_object().unwrap();
+    assert_eq!(differences.len(), 6, "{report:#}");
+    for (name, value) in differences {
+        let value = value.get("largest").unwrap_or(value).as_f64().unwrap();
+        assert_eq!(value, 0.0, "{name}");
+    }
 }
