@@ -297,7 +297,8 @@ pub fn run_toy(options: &ToyOptions, recorder: &Recorder) -> ToyReport {
             reference_vs.copy(&vs).expect("same variables");
         }
         actor_optimizer.zero_grad();
-        actor_objective(&policy, &reference, &constant_states(options.states_per_step), &q_grad, &objective, 1);
+        let q_grad_rows = |a: &Tensor, _first_row: i64| q_grad(a);
+        actor_objective(&policy, &reference, &constant_states(options.states_per_step), &q_grad_rows, &objective, 1);
         let warmup = ((step + 1) as f64 / 64.0).min(1.0);
         actor_optimizer.step(options.actor_lr * warmup);
     }

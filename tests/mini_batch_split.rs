@@ -1,6 +1,6 @@
 //! The actor step's mini-batch split (docs/algorithm.md §5, `actor.mini_batch_split`): the
 //! gradient accumulated over parts of the states equals the one-pass gradient, and the
-//! reported loss is the same. One test in its own binary: the objective draws from
+//! reported loss and field scalars are the same. One test in its own binary: the objective draws from
 //! libtorch's global generator, which no other test may touch between the seeded runs.
 //! (The critic's split has its own test beside the code: `rl::critic_batch`.)
 
@@ -18,9 +18,14 @@ fn split_actor_gradient_equals_the_one_pass_gradient() {
     let reference = FlowPolicy::new(&reference_vs.root(), toy_spec()).unwrap();
     // Six different states (the toy's one proprio number), so parts see different conditions.
     let obs = ObsBatch { images: vec![], proprio: Tensor::randn([6, 1, 1], (Kind::Float, Device::Cpu)) };
-    let q_grad = |a: &Tensor| a.sin() * 0.5;
+    // ∇Q depends on the row, so a part handed the wrong rows' scores would change the result.
+    let q_grad = |a: &Tensor, first_row: i64| {
+        let n = a.size()[0];
+        let rows = Tensor::arange_start(first_row, first_row + n, (Kind::Float, Device::Cpu)).view([n, 1]);
+        (a * 0.5).sin() * (rows / 24.0 + 0.5)
+    };
     let objective = ActorObjective { particles: 4, ..ActorObjective::paper() };
-    let run = |split: usize| -> (f64, Vec<Tensor>) {
+    let run = |split: usize| -> ([f64; 4], Vec<Tensor>) {
         for v in vs.variables().values() {
             let mut grad = v.grad();
             if grad.defined() {
@@ -31,14 +36,17 @@ fn split_actor_gradient_equals_the_one_pass_gradient() {
         let stats = actor_objective(&policy, &reference, &obs, &q_grad, &objective, split).stats;
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        (stats.loss, named.into_iter().map(|(_, v)| v.grad().copy()).collect())
+        let scalars = [stats.loss, stats.field.bandwidth, stats.field.alpha, stats.field.field_norm];
+        (scalars, named.into_iter().map(|(_, v)| v.grad().copy()).collect::<Vec<Tensor>>())
     };
-    let (loss, gradient) = run(1);
+    let (scalars, gradient) = run(1);
     let norm: f64 = gradient.iter().map(|g| g.abs().sum(Kind::Float).double_value(&[])).sum();
     assert!(norm > 1e-3, "a zero gradient proves nothing");
     for split in [2, 4, 6] {
-        let (split_loss, split_gradient) = run(split);
-        assert!((split_loss - loss).abs() < 1e-5 * loss.abs().max(1.0), "split {split}: loss {split_loss} vs {loss}");
+        let (split_scalars, split_gradient) = run(split);
+        for (got, want) in split_scalars.iter().zip(&scalars) {
+            assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "split {split}: {split_scalars:?} vs {scalars:?}");
+        }
         for (got, want) in split_gradient.iter().zip(&gradient) {
             assert!(got.allclose(want, 1e-4, 1e-6, false), "split {split}: gradients differ\n{got}\n{want}");
         }

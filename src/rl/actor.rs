@@ -2,6 +2,7 @@
 //! take ∇_a Q. It does not know where Q comes from: the critic ensemble in fine-tuning, a
 //! known reward in the 2-D toy. Written top to bottom:
 //!
+//! 0. Every random number of the step, drawn first for all rows ([`ParticleDraws`]).
 //! 1. Encoder features once per state, repeated over P particles (rows state-major, b·P + p).
 //! 2. Without gradient: P full Euler chains x_0..x_K per state; endpoints a_j.
 //! 3. Per row a random step k from `query_steps` (paper: all of {0..K−1}), t = k/K, and the
@@ -132,10 +133,41 @@ pub struct FieldStats {
 }
 
 /// What one evaluation of the objective produced (its gradient is in the policy's
-/// variables): its scalars and the particles it used (for recordings).
+/// variables): its scalars.
 pub struct ActorOutput {
     pub stats: ActorStats,
-    pub particles: ParticleField,
+}
+
+/// The random numbers of one objective evaluation over `rows` = B·P sample rows, drawn in
+/// this order: chain starts x_0 [rows, D], query-step choices [rows] (indices into
+/// `query_steps`), the constraint's τ [rows, 1] and noise z' [rows, D]. Drawing them first
+/// lets the gradient pass run in parts and give the one-pass result.
+pub struct ParticleDraws {
+    pub x0: Tensor,
+    pub choice: Tensor,
+    pub tau: Tensor,
+    pub noise: Tensor,
+}
+
+impl ParticleDraws {
+    pub fn new(policy: &FlowPolicy, rows: i64, objective: &ActorObjective) -> Self {
+        let (k_steps, device) = (policy.spec().config.num_denoising_steps, policy.device());
+        let x0 = policy.initial_noise(rows, false);
+        let choice = Tensor::randint(objective.query_steps.len() as i64, [rows], (Kind::Int64, device));
+        let tau = Tensor::randint(k_steps, [rows, 1], (Kind::Int64, device)).to_kind(Kind::Float) / k_steps as f64;
+        let noise = x0.randn_like();
+        Self { x0, choice, tau, noise }
+    }
+
+    /// Rows start..start + len.
+    pub fn narrow(&self, start: i64, len: i64) -> Self {
+        Self {
+            x0: self.x0.narrow(0, start, len),
+            choice: self.choice.narrow(0, start, len),
+            tau: self.tau.narrow(0, start, len),
+            noise: self.noise.narrow(0, start, len),
+        }
+    }
 }
 
 /// Steps 2–4 for a batch of states, all without gradient: the particle chains, the query
@@ -159,13 +191,14 @@ fn mean_row_norm(x: &Tensor) -> f64 {
     x.norm_scalaropt_dim(2.0, [-1], false).mean(Kind::Float).double_value(&[])
 }
 
-/// Steps 2–4 given the (detached) condition [B·P, C] of B states repeated over P particles.
-/// `q_grad(actions [N, D]) → ∇_a Q [N, D]` (rows state-major).
+/// Steps 2–4 given the (detached) condition [B·P, C] of B states repeated over P particles
+/// and the rows' draws. `q_grad(actions [N, D]) → ∇_a Q [N, D]` (rows state-major).
 pub fn particle_field(
     policy: &FlowPolicy,
     cond_fixed: &Tensor,
     q_grad: &dyn Fn(&Tensor) -> Tensor,
     objective: &ActorObjective,
+    draws: &ParticleDraws,
 ) -> ParticleField {
     let p = objective.particles;
     let rows = cond_fixed.size()[0];
@@ -175,10 +208,9 @@ pub fn particle_field(
 
     // 2–3. Chains, per-row step, queries a†.
     let (chains, x_t, t, queries, endpoints) = tch::no_grad(|| {
-        let chains = policy.sample_chain(cond_fixed, &policy.initial_noise(rows, false)); // [K+1, B·P, D]
+        let chains = policy.sample_chain(cond_fixed, &draws.x0); // [K+1, B·P, D]
         let endpoints = chains.get(k_steps);
-        let choice = Tensor::randint(objective.query_steps.len() as i64, [rows], (Kind::Int64, device));
-        let k = Tensor::from_slice(&objective.query_steps).to_device(device).index_select(0, &choice); // [B·P]
+        let k = Tensor::from_slice(&objective.query_steps).to_device(device).index_select(0, &draws.choice); // [B·P]
         let x_t = chains
             .permute([1, 0, 2])
             .gather(1, &k.view([rows, 1, 1]).expand([rows, 1, chains.size()[2]], false), false)
@@ -228,71 +260,74 @@ pub fn particle_field(
 
 /// The objective on the states of `obs` (B of them): accumulates ∇L into `policy`'s
 /// variables (the caller zeroes the gradients before and steps after) and returns its
-/// scalars and particles. `q_grad(actions [N, D]) → ∇_a Q [N, D]` for rows in state-major
-/// order (row n belongs to state n / P), zero over any non-executed part of the chunk.
-/// `reference` is v_ref (previous iterate or pretrained).
+/// scalars. `q_grad(actions [N, D], first_row) → ∇_a Q [N, D]` for the rows first_row..
+/// first_row + N in state-major order (row n belongs to state n / P), zero over any
+/// non-executed part of the chunk. `reference` is v_ref (previous iterate or pretrained).
 ///
-/// Split: every random draw (chains, query steps, τ, noise) happens first for all rows; the
-/// gradient pass then runs over `mini_batch_split` parts of the states, part p's loss scaled
-/// by its share of the rows (= divided by the split for equal parts), so the accumulated
-/// gradient is the unsplit one and only one part's activations hold gradients at a time.
+/// Split: every random draw is made first for all rows ([`ParticleDraws`]); steps 1–5 then
+/// run over `mini_batch_split` parts of the states (each state's particles, field and losses
+/// depend on that state alone), part p's loss scaled by its share of the rows (= divided by
+/// the split for equal parts), so the accumulated gradient is the one-pass gradient, each
+/// state's encoder runs once, and only one part's activations hold gradients at a time.
 pub fn actor_objective(
     policy: &FlowPolicy,
     reference: &FlowPolicy,
     obs: &ObsBatch,
-    q_grad: &dyn Fn(&Tensor) -> Tensor,
+    q_grad: &dyn Fn(&Tensor, i64) -> Tensor,
     objective: &ActorObjective,
     mini_batch_split: usize,
 ) -> ActorOutput {
     let p = objective.particles;
     let k_steps = policy.spec().config.num_denoising_steps;
-    let device = policy.device();
-    let state_parts = parts(obs.batch_size(), mini_batch_split);
+    let rows = obs.batch_size() * p;
 
-    // 1. Features once per state, repeated over particles: [B·P, C]. With one part, this
-    //    forward is also the gradient pass's; with several, each part recomputes its own.
-    let whole_cond = (state_parts.len() == 1).then(|| policy.condition(obs, false));
-    let cond_fixed = match &whole_cond {
-        Some(cond) => cond.detach(),
-        None => tch::no_grad(|| policy.condition(obs, false)),
-    }
-    .repeat_interleave_self_int(p, 0, None);
-    let rows = cond_fixed.size()[0];
+    // 0. The step's random numbers, for all rows.
+    let draws = ParticleDraws::new(policy, rows, objective);
 
-    // 2–4. Particles, queries and the field, without gradient.
-    let particles = particle_field(policy, &cond_fixed, q_grad, objective);
-    let ParticleField { x_t, t, endpoints, field, .. } = &particles;
-
-    // 5a. The constraint's interpolants x'_τ = (1 − τ)·noise + τ·a and v_ref there, all rows.
-    let tau = (Tensor::randint(k_steps, [rows, 1], (Kind::Int64, device)).to_kind(Kind::Float)) / k_steps as f64;
-    let noise = endpoints.randn_like();
-    let x_tau = &noise * (1.0 - &tau) + endpoints * &tau;
-    let v_ref = tch::no_grad(|| {
-        let ref_cond = reference.condition(obs, false).repeat_interleave_self_int(p, 0, None);
-        reference.velocity(&x_tau, &tau, &ref_cond)
-    });
-
-    // 5b. Losses through one velocity evaluation per row, part by part.
     let mut terms = [0.0f64; 4]; // loss, alignment, consistency, constraint
-    for (start, len) in state_parts {
-        let share = (len * p) as f64 / rows as f64;
-        let part = |x: &Tensor| x.narrow(0, start * p, len * p);
-        let cond = match &whole_cond {
-            Some(cond) => cond.repeat_interleave_self_int(p, 0, None),
-            None => policy.condition(&obs.narrow(start, len), false).repeat_interleave_self_int(p, 0, None),
-        };
-        let (x_t, t) = (part(x_t), part(t));
-        let v = policy.velocity(&x_t, &t, &cond);
-        let alignment = alignment_loss(&v, &part(field), &t, k_steps);
-        let consistency = consistency_loss(&x_t, &v, &t, &part(endpoints), k_steps);
-        let v_tau = policy.velocity(&part(&x_tau), &part(&tau), &cond);
-        let constraint = constraint_loss(&v_tau, &part(&v_ref));
+    let mut field_terms = [0.0f64; 5]; // bandwidth, alpha, attraction, repulsion, field norms
+    for (start, len) in parts(obs.batch_size(), mini_batch_split) {
+        let (first_row, part_rows) = (start * p, len * p);
+        let share = part_rows as f64 / rows as f64;
+        let part_obs = obs.narrow(start, len);
+        let draws = draws.narrow(first_row, part_rows);
+
+        // 1. Features once per state, repeated over particles (gradient flows into the encoder).
+        let cond = policy.condition(&part_obs, false).repeat_interleave_self_int(p, 0, None); // [len·P, C]
+
+        // 2–4. Particles, queries and the field, without gradient.
+        let part_q_grad = |actions: &Tensor| q_grad(actions, first_row);
+        let particles = particle_field(policy, &cond.detach(), &part_q_grad, objective, &draws);
+        let ParticleField { x_t, t, endpoints, field, .. } = &particles;
+
+        // 5. Losses through one velocity evaluation per row.
+        let v = policy.velocity(x_t, t, &cond);
+        let alignment = alignment_loss(&v, field, t, k_steps);
+        let consistency = consistency_loss(x_t, &v, t, endpoints, k_steps);
+        let x_tau = &draws.noise * (1.0 - &draws.tau) + endpoints * &draws.tau; // x'_τ = (1 − τ)·z' + τ·a
+        let v_tau = policy.velocity(&x_tau, &draws.tau, &cond);
+        let v_ref = tch::no_grad(|| {
+            let ref_cond = reference.condition(&part_obs, false).repeat_interleave_self_int(p, 0, None);
+            reference.velocity(&x_tau, &draws.tau, &ref_cond)
+        });
+        let constraint = constraint_loss(&v_tau, &v_ref);
         let loss = &alignment * objective.alignment_weight
             + &consistency * objective.consistency_weight
             + &constraint * objective.constraint_weight;
         (&loss * share).backward();
         for (sum, value) in terms.iter_mut().zip([&loss, &alignment, &consistency, &constraint]) {
             *sum += share * value.double_value(&[]);
+        }
+        let state_share = len as f64 / obs.batch_size() as f64;
+        let field_values = [
+            share * particles.bandwidth.mean(Kind::Float).double_value(&[]),
+            state_share * particles.alpha.mean(Kind::Float).double_value(&[]),
+            share * mean_row_norm(&particles.attraction),
+            share * mean_row_norm(&particles.repulsion),
+            share * mean_row_norm(field),
+        ];
+        for (sum, value) in field_terms.iter_mut().zip(field_values) {
+            *sum += value;
         }
     }
     let stats = ActorStats {
@@ -301,14 +336,14 @@ pub fn actor_objective(
         consistency: terms[2],
         constraint: terms[3],
         field: FieldStats {
-            bandwidth: particles.bandwidth.mean(Kind::Float).double_value(&[]),
-            alpha: particles.alpha.mean(Kind::Float).double_value(&[]),
-            attraction_norm: mean_row_norm(&particles.attraction),
-            repulsion_norm: mean_row_norm(&particles.repulsion),
-            field_norm: mean_row_norm(field),
+            bandwidth: field_terms[0],
+            alpha: field_terms[1],
+            attraction_norm: field_terms[2],
+            repulsion_norm: field_terms[3],
+            field_norm: field_terms[4],
         },
     };
-    ActorOutput { stats, particles }
+    ActorOutput { stats }
 }
 
 #[cfg(test)]
@@ -325,7 +360,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let policy = FlowPolicy::new(&vs.root(), toy_spec()).unwrap();
         let obs = ObsBatch { images: vec![], proprio: Tensor::zeros([4, 1, 1], (Kind::Float, Device::Cpu)) };
-        let q_grad = |a: &Tensor| a.ones_like() * 0.3;
+        let q_grad = |a: &Tensor, _: i64| a.ones_like() * 0.3;
         let objective = ActorObjective { alignment_weight: 3.0, ..ActorObjective::paper() };
         let stats = actor_objective(&policy, &policy, &obs, &q_grad, &objective, 1).stats;
         assert!(stats.alignment.abs() > 1e-4, "alignment term is not zero: {}", stats.alignment);

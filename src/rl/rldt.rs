@@ -169,7 +169,9 @@ impl Rldt {
         let features =
             tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
         self.actor_optimizer.zero_grad();
-        let q_grad = |actions: &Tensor| self.q_gradient(&features, actions);
+        let q_grad = |actions: &Tensor, first_row: i64| {
+            self.q_gradient(&features.narrow(0, first_row, actions.size()[0]), actions)
+        };
         let out = actor_objective(
             &self.actor,
             &self.reference,

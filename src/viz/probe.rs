@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::policy::frames::Frames;
 use crate::policy::{FlowPolicy, ObsBatch};
-use crate::rl::actor::{particle_field, ActorObjective};
+use crate::rl::actor::{particle_field, ActorObjective, ParticleDraws};
 use crate::rl::rldt::Rldt;
 use crate::rl::trajectory::Trajectory;
 
@@ -237,7 +237,8 @@ pub fn snapshot(
 ) -> ParticleSnapshot {
     let p = objective.particles;
     let cond = cond.detach().repeat_interleave_self_int(p, 0, None); // [P, C]
-    let f = particle_field(policy, &cond, q_grad, objective);
+    let draws = ParticleDraws::new(policy, p, objective);
+    let f = particle_field(policy, &cond, q_grad, objective, &draws);
     let q = tch::no_grad(|| q_value(&f.endpoints));
     ParticleSnapshot {
         particles: p as usize,
