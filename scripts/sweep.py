@@ -206,6 +206,22 @@ def run_trial(trial, pretrained_ref, board):
     }
 
 
+def commit_warnings(commit, binary):
+    """What would make the summaries' `commit` field untrue: tracked files changed since that
+    commit, or a binary older than it (built from an earlier commit)."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    warnings = []
+    if git("status", "--porcelain", "--untracked-files=no"):
+        warnings.append(f"tracked files differ from commit {commit[:7]}, which the summaries record")
+    # The newest commit up to `commit` that changed what the binary is built from.
+    code_changed = int(git("log", "-1", "--format=%ct", commit, "--", "src", "encoders", "datasets", "Cargo.toml", "Cargo.lock") or 0)
+    if os.path.exists(binary) and os.path.getmtime(binary) < code_changed:
+        warnings.append(f"{binary} is older than the code of commit {commit[:7]}, which the summaries record: rebuild it (scripts/setup)")
+    return warnings
+
+
 def watch(trial_id, run_dir, iterations, board, stop):
     """Reports the trial's latest iteration and evaluation to the driver's progress board."""
     while not stop.wait(5.0):
@@ -278,6 +294,8 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
     methods = set(a.methods.split(",")) if a.methods else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    for warning in commit_warnings(commit, a.bin):
+        print(f"[sweep] warning: {warning}", flush=True)
 
     pending, skipped = [], 0
     for bench in benches:
