@@ -28,7 +28,7 @@ pub struct CriticSettings {
     pub target_ema: f64,
     /// Policy samples a' per next state for the target, drawn once per critic batch (paper: 2).
     pub target_samples: usize,
-    /// A critic step's passes over the batch in this many parts of its trajectories, the
+    /// A critic step's passes over the batch in this many parts of the entries it reads, the
     /// gradients accumulated (paper: 4): the same step, a quarter of the memory.
     pub mini_batch_split: usize,
 }
