@@ -23,7 +23,7 @@ use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What to evaluate and how; the flags of `rldt-vision eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,7 +58,7 @@ pub struct EvalOptions {
     pub horizon: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpisodeResult {
     pub episode: usize,
     pub seed: u64,
@@ -70,7 +70,7 @@ pub struct EpisodeResult {
     pub worker_failure: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     pub checkpoint: PathBuf,
     /// Which of the checkpoint's weights ran: "ema" or "online".

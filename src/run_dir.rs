@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{io_at, Error, Result};
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// Writes `bytes` to `path` through a synced temporary file (named with the process id, so
+/// two processes writing the same file never share one) and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = path.with_extension(format!("{extension}.{}.tmp", std::process::id()));
     let written = fs::File::create(&tmp)
         .and_then(|mut file| file.write_all(bytes).and_then(|_| file.sync_all()))
         .map_err(io_at(&tmp))
@@ -341,7 +343,7 @@ mod tests {
             // A temporary file whose rename fails (the target is a non-empty directory) is removed.
             fs::create_dir_all(run.join("config.json/x")).unwrap();
             assert!(write_atomic(&run.join("config.json"), b"{}").is_err());
-            assert!(!run.join("config.json.tmp").exists());
+            assert!(!run.join(format!("config.json.{}.tmp", std::process::id())).exists());
             fs::remove_dir_all(run.join("config.json")).unwrap();
         }
         assert!(!run.exists(), "a run directory the lock created and nothing was written to is removed");

@@ -89,6 +89,7 @@ fn finetune_runs_evaluates_and_resumes() {
         device: Device::Cpu,
         resume: false,
         recording: None,
+        reuse_start_evaluation: true,
     })
     .unwrap();
     assert!(summary.checkpoint.ends_with("step_00000004"));
@@ -167,6 +168,7 @@ fn finetune_runs_evaluates_and_resumes() {
         device: Device::Cpu,
         resume: true,
         recording: None,
+        reuse_start_evaluation: true,
     })
     .unwrap();
     assert_eq!(resumed.resumed_from, Some(2));
@@ -195,6 +197,7 @@ fn failed_run(config: FinetuneConfig, run_dir: &Path) -> rldt_vision::Error {
         device: Device::Cpu,
         resume: false,
         recording: None,
+        reuse_start_evaluation: true,
     };
     finetune(options).err().expect("the run must stop with an error")
 }
@@ -332,6 +335,7 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         device: Device::Cpu,
         resume: false,
         recording: None,
+        reuse_start_evaluation: true,
     };
     let summary = finetune(options).unwrap();
     assert_eq!(summary.env_steps, 0, "evaluation steps are not training env steps");

@@ -83,7 +83,13 @@ fn run(
     run_dir: &Path,
     resume: bool,
 ) -> rldt_vision::Result<rldt_vision::train::finetune::FinetuneSummary> {
-    finetune_on_policy(OnPolicyOptions { config, run_dir: run_dir.into(), device: Device::Cpu, resume })
+    finetune_on_policy(OnPolicyOptions {
+        config,
+        run_dir: run_dir.into(),
+        device: Device::Cpu,
+        resume,
+        reuse_start_evaluation: true,
+    })
 }
 
 fn metric_lines(run_dir: &Path) -> Vec<Value> {
@@ -185,6 +191,60 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
     }
     let steps: Vec<i64> = metric_lines(&killed).iter().map(|l| l["step"].as_i64().unwrap()).collect();
     assert_eq!(steps, [0, 1, 2, 3], "one line per iteration, none repeated");
+}
+
+/// The start evaluation is stored beside the pretrained weights by the first run and copied by
+/// the next (`reused_from` names the stored file; the same per-episode results), which then
+/// trains exactly as the first did (iteration 1's value loss and CFM loss equal); with
+/// `reuse_start_evaluation` off, or another episode count, the episodes run again.
+#[test]
+fn a_second_run_copies_the_stored_start_evaluation_and_trains_the_same() {
+    let _alone = alone();
+    let pretrained = pretrained("pretrained_reuse");
+    let mut config = tiny(&pretrained, "fpo");
+    config.schedule.iterations = 2;
+    config.ppo.value_warmup_iterations = 0;
+    let start = |dir: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join("evaluations/iteration_00000.json")).unwrap()).unwrap()
+    };
+    let stored = pretrained.join("checkpoints/step_00000004/evaluations/square_horizon8_seed100000_episodes2.json");
+
+    let first = scratch("reuse_first");
+    run(Some(config.clone()), &first, false).unwrap();
+    assert!(stored.is_file(), "the first run stores its start evaluation at {}", stored.display());
+    assert!(start(&first).get("reused_from").is_none());
+
+    let second = scratch("reuse_second");
+    run(Some(config.clone()), &second, false).unwrap();
+    assert_eq!(start(&second)["reused_from"].as_str().unwrap(), stored.to_str().unwrap());
+    assert_eq!(start(&second)["report"]["per_episode"], start(&first)["report"]["per_episode"]);
+    let (a, b) = (&metric_lines(&first)[1], &metric_lines(&second)[1]);
+    for key in ["ppo/value_loss", "ppo/cfm_loss", "ppo/policy_loss", "rollout/success_rate"] {
+        assert_eq!(a[key], b[key], "{key} at iteration 1 differs after a copied start evaluation");
+    }
+
+    let fresh = scratch("reuse_fresh");
+    finetune_on_policy(OnPolicyOptions {
+        config: Some(config.clone()),
+        run_dir: fresh.clone(),
+        device: Device::Cpu,
+        resume: false,
+        reuse_start_evaluation: false,
+    })
+    .unwrap();
+    assert!(start(&fresh).get("reused_from").is_none());
+    assert_eq!(
+        start(&fresh)["report"]["per_episode"],
+        start(&first)["report"]["per_episode"],
+        "deterministic episodes"
+    );
+
+    let mut three = config;
+    three.evaluation.episodes = 3;
+    let other = scratch("reuse_other_settings");
+    run(Some(three), &other, false).unwrap();
+    assert!(start(&other).get("reused_from").is_none());
+    assert_eq!(start(&other)["episodes"], 3);
 }
 
 /// An exploding value network (learning rate 1e30) stops the run with a NonFinite error at

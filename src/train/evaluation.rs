@@ -5,7 +5,7 @@
 //! episode, to `evaluations/iteration_<i>.json`. Evaluation env steps are not training env
 //! steps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,14 +48,20 @@ impl EvaluationPoint {
     }
 }
 
-/// The file of one in-run evaluation.
-#[derive(Debug, Serialize)]
+/// The file of one in-run evaluation (and of the stored start evaluation).
+#[derive(Debug, Serialize, Deserialize)]
 struct InRunEvaluation {
     #[serde(flatten)]
     point: EvaluationPoint,
     first_seed: u64,
     /// Steps per episode (full-length episodes; success = any successful step).
     horizon: usize,
+    /// The rldt-vision version that ran the episodes.
+    #[serde(default)]
+    rldt_vision: String,
+    /// The stored start evaluation this file copies (its episodes were not run again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reused_from: Option<PathBuf>,
     report: EvalReport,
 }
 
@@ -67,6 +73,8 @@ pub struct EvaluationContext<'a> {
     pub task: Task,
     pub horizon: usize,
     pub settings: &'a EvaluationSettings,
+    /// Copy a stored start evaluation when one matches (and store one when none does).
+    pub reuse_start: bool,
 }
 
 impl<'a> EvaluationContext<'a> {
@@ -77,14 +85,20 @@ impl<'a> EvaluationContext<'a> {
         env: &crate::config::finetune::EnvSettings,
         settings: &'a EvaluationSettings,
     ) -> Self {
-        Self { run_dir, pretrained, task: env.task, horizon: env.horizon, settings }
+        Self { run_dir, pretrained, task: env.task, horizon: env.horizon, settings, reuse_start: true }
+    }
+
+    /// The same context, with a stored start evaluation used (`true`) or not.
+    pub fn reusing_start(self, reuse_start: bool) -> Self {
+        Self { reuse_start, ..self }
     }
 }
 
 /// Evaluates `policy` at `iteration` (after `env_steps` training steps) and writes
 /// `evaluations/iteration_<i>.json`. Its weights: the pretrained EMA weights at iteration 0,
 /// else the actor's after iteration i − 1, which the checkpoint `step_<i>` holds when one is
-/// written there. The round's trajectories come back with it (the recording's probes).
+/// written there. The round's trajectories come back with it (the recording's probes); a copied
+/// start evaluation comes back with its per-episode results and no trajectories.
 pub fn evaluate(
     envs: &mut VecEnv,
     policy: &FlowPolicy,
@@ -92,6 +106,19 @@ pub fn evaluate(
     env_steps: usize,
     context: &EvaluationContext,
 ) -> Result<(EvaluationPoint, RoundOutcome)> {
+    let dir = context.run_dir.join("evaluations");
+    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+    let path = dir.join(format!("iteration_{:05}.json", iteration));
+    let stored = match iteration {
+        0 if context.reuse_start => Some(stored_start_path(&checkpoint::resolve(context.pretrained)?, context)),
+        _ => None,
+    };
+    if let Some(copy) = stored.as_deref().and_then(|stored| read_stored_start(stored, context)) {
+        let (point, round) = (copy.point.clone(), round_of(&copy.report));
+        write_atomic(&path, serde_json::to_string_pretty(&copy).expect("evaluation serialises").as_bytes())?;
+        return Ok((point, round));
+    }
+
     let started = std::time::Instant::now();
     let seeds = consecutive_seeds(context.settings.first_seed, context.settings.episodes);
     let round = collect_round(envs, policy, &seeds, Sampling::Evaluate)?;
@@ -106,11 +133,72 @@ pub fn evaluate(
         point: point.clone(),
         first_seed: context.settings.first_seed,
         horizon: context.horizon,
+        rldt_vision: env!("CARGO_PKG_VERSION").into(),
+        reused_from: None,
         report,
     };
-    let dir = context.run_dir.join("evaluations");
-    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let path = dir.join(format!("iteration_{:05}.json", iteration));
-    write_atomic(&path, serde_json::to_string_pretty(&file).expect("evaluation serialises").as_bytes())?;
+    let text = serde_json::to_string_pretty(&file).expect("evaluation serialises");
+    write_atomic(&path, text.as_bytes())?;
+    if let Some(stored) = stored.filter(|_| round.worker_failures == 0) {
+        // A checkpoint directory that cannot be written to (read-only, shared) costs the
+        // reuse only.
+        let parent = stored.parent().expect("a file in a directory").to_path_buf();
+        let written = std::fs::create_dir_all(&parent)
+            .map_err(io_at(&parent))
+            .and_then(|_| write_atomic(&stored, text.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("[finetune] the start evaluation is not stored for reuse: {e}");
+        }
+    }
     Ok((point, round))
+}
+
+/// Where the start evaluation of `context` is stored, beside the pretrained weights.
+fn stored_start_path(checkpoint: &Path, context: &EvaluationContext) -> PathBuf {
+    let (task, horizon, s) = (context.task.name(), context.horizon, context.settings);
+    checkpoint
+        .join("evaluations")
+        .join(format!("{task}_horizon{horizon}_seed{}_episodes{}.json", s.first_seed, s.episodes))
+}
+
+/// The stored start evaluation at `stored` as this run's `iteration_00000.json`, when it
+/// exists and matches `context` (task, horizon, seeds, episodes, EMA weights, version).
+fn read_stored_start(stored: &Path, context: &EvaluationContext) -> Option<InRunEvaluation> {
+    let text = std::fs::read_to_string(stored).ok()?;
+    let file: InRunEvaluation = match serde_json::from_str(&text) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("[finetune] {}: not a stored start evaluation ({e}); evaluating again", stored.display());
+            return None;
+        }
+    };
+    let report = &file.report;
+    let matches = file.point.iteration == 0
+        && file.first_seed == context.settings.first_seed
+        && file.horizon == context.horizon
+        && file.rldt_vision == env!("CARGO_PKG_VERSION")
+        && report.task == context.task.name()
+        && report.weights == "ema"
+        && report.episodes == context.settings.episodes
+        && report.per_episode.len() == context.settings.episodes
+        && report.per_episode.iter().all(|e| e.worker_failure.is_none());
+    if !matches {
+        eprintln!("[finetune] {}: stored for other settings; evaluating again", stored.display());
+        return None;
+    }
+    eprintln!("[finetune] start evaluation: copied from {} (same weights, seeds and settings)", stored.display());
+    Some(InRunEvaluation { reused_from: Some(stored.to_path_buf()), ..file })
+}
+
+/// The round of a copied evaluation: its per-episode results, no trajectories.
+fn round_of(report: &EvalReport) -> RoundOutcome {
+    RoundOutcome {
+        trajectories: Vec::new(),
+        episodes: report.episodes,
+        successes: report.successes,
+        env_steps: report.env_steps,
+        worker_failures: 0,
+        mean_gap: 0.0,
+        per_episode: report.per_episode.clone(),
+    }
 }

@@ -66,6 +66,10 @@ pub struct FinetuneOptions {
     /// Where the rerun recording goes; None: the run's own file (`particles.rrd`, or
     /// `particles.resume-<iteration>.rrd` when resuming).
     pub recording: Option<Sink>,
+    /// Copy the stored start evaluation of the pretrained checkpoint when one matches
+    /// (`train::evaluation`): only with the recording off (its probe states come from the
+    /// start evaluation's episodes); `--fresh-start-evaluation` turns it off.
+    pub reuse_start_evaluation: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +169,9 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let mut evaluations = Vec::new();
     let progress = progress_bar(schedule.iterations, run.start_iteration);
     let run_dir = run.run_dir.clone();
-    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation);
+    let recording_off = matches!(options.recording, Some(Sink::Off));
+    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation)
+        .reusing_start(options.reuse_start_evaluation && recording_off);
     for iteration in run.start_iteration..schedule.iterations {
         let mut rng = SplitMix64::stream(config.seed, iteration as u64);
         tch::manual_seed((rng.next_u64() >> 1) as i64);

@@ -35,6 +35,11 @@ pub struct FinetuneArgs {
     /// No recording at all.
     #[arg(long, conflicts_with = "viewer")]
     pub no_record: bool,
+    /// Run the start evaluation's episodes even when the pretrained checkpoint holds a stored
+    /// one for the same task, horizon, seeds and episode count (copied by default; a run that
+    /// records particle fields always runs them).
+    #[arg(long)]
+    pub fresh_start_evaluation: bool,
 }
 
 impl FinetuneArgs {
@@ -86,7 +91,14 @@ impl FinetuneArgs {
         let recording = Sink::from_flags(&self.viewer, self.no_record).map_err(Error::Usage)?;
         let config = self.load_config(FinetuneConfig::load, |c| (c.env.task, &mut c.pretrained))?;
         let run_dir = self.run_dir(config.as_ref().map(|c| c.name.as_str()));
-        Ok(FinetuneOptions { config, run_dir, device: self.run.device.resolve()?, resume: self.run.resume, recording })
+        Ok(FinetuneOptions {
+            config,
+            run_dir,
+            device: self.run.device.resolve()?,
+            resume: self.run.resume,
+            recording,
+            reuse_start_evaluation: !self.fresh_start_evaluation,
+        })
     }
 
     /// The on-policy baseline run (ReinFlow, FPO++) these flags ask for (it records metrics
@@ -99,6 +111,7 @@ impl FinetuneArgs {
             run_dir,
             device: self.run.device.resolve()?,
             resume: self.run.resume,
+            reuse_start_evaluation: !self.fresh_start_evaluation,
         })
     }
 }

@@ -42,6 +42,9 @@ pub struct OnPolicyOptions {
     pub run_dir: PathBuf,
     pub device: Device,
     pub resume: bool,
+    /// Copy the stored start evaluation of the pretrained checkpoint when one matches
+    /// (`train::evaluation`; `--fresh-start-evaluation` turns it off).
+    pub reuse_start_evaluation: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +133,8 @@ fn run<L: OnPolicyLearner>(
     }
     let mut metrics_log = MetricsLog::open(&run_dir, options.resume.then_some(start as i64 - 1))?;
     let mut envs = open_workers(&config.env, learner.actor().spec(), config.rollout.envs)?;
-    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation);
+    let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation)
+        .reusing_start(options.reuse_start_evaluation);
     let mut evaluations = Vec::new();
     let mut last_checkpoint = latest;
 
