@@ -21,7 +21,8 @@ evidence accumulates across machines and sessions); done trials are skipped. A s
 whose run directory is still there resumes (`--resume`). A trial that fails is reported with
 the tail of its log and the sweep carries on; run the sweep again to retry it. Each trial's
 summary holds its resolved config, every in-run evaluation (iteration, training env steps,
-successes/episodes, 95% Wilson interval), the commit, the machine and the SHA-256 of the
+successes/episodes, 95% Wilson interval; `reused_from` when the start evaluation was the
+checkpoint's stored one, copied: docs/finetuning.md), the commit, the machine and the SHA-256 of the
 pretrained EMA weights (trials that started from different pretrained policies, e.g. ones
 pretrained on another machine, are flagged by the report).
 
@@ -190,7 +191,10 @@ def run_trial(trial, pretrained_ref, board):
     evaluations = []
     for path in sorted(glob.glob(os.path.join(run_dir, "evaluations", "iteration_*.json"))):
         e = json.load(open(path))
-        evaluations.append({k: e[k] for k in SUMMARY_KEYS})
+        point = {k: e[k] for k in SUMMARY_KEYS}
+        if e.get("reused_from"):  # the checkpoint's stored start evaluation, copied (same episodes)
+            point["reused_from"] = os.path.relpath(e["reused_from"], trial["root"])
+        evaluations.append(point)
     commit_file = os.path.join(run_dir, "commit")
     commit = open(commit_file).read().strip() if os.path.exists(commit_file) else trial["commit"]
     run_config = json.load(open(os.path.join(run_dir, "config.json")))
