@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import sys
+import textwrap
 from collections import defaultdict
 
 import matplotlib
@@ -71,7 +72,7 @@ for label, mean in sorted(means.items()):
     print(f"| **mean {label}** ({len(runs[label])} seeds) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
 ax.set_xlabel("training env steps (evaluation steps not counted)")
 ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
-ax.set_title(title)
+ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=11)
 ax.set_ylim(0, 1)
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
