@@ -109,10 +109,9 @@ pub fn evaluate(
     let dir = context.run_dir.join("evaluations");
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let path = dir.join(format!("iteration_{:05}.json", iteration));
-    let stored = match iteration {
-        0 if context.reuse_start => Some(stored_start_path(&checkpoint::resolve(context.pretrained)?, context)),
-        _ => None,
-    };
+    // The pretrained checkpoint at iteration 0 (its EMA weights are the actor's).
+    let start_checkpoint = if iteration == 0 { Some(checkpoint::resolve(context.pretrained)?) } else { None };
+    let stored = start_checkpoint.as_deref().filter(|_| context.reuse_start).map(|c| stored_start_path(c, context));
     if let Some(copy) = stored.as_deref().and_then(|stored| read_stored_start(stored, context)) {
         let (point, round) = (copy.point.clone(), round_of(&copy.report));
         write_atomic(&path, serde_json::to_string_pretty(&copy).expect("evaluation serialises").as_bytes())?;
@@ -123,9 +122,9 @@ pub fn evaluate(
     let seeds = consecutive_seeds(context.settings.first_seed, context.settings.episodes);
     let round = collect_round(envs, policy, &seeds, Sampling::Evaluate)?;
     let point = EvaluationPoint::of(iteration, env_steps, &round);
-    let (checkpoint, weights) = match iteration {
-        0 => (checkpoint::resolve(context.pretrained)?, "ema"),
-        i => (run_dir::checkpoints_dir(context.run_dir).join(run_dir::step_name(i as i64)), "online"),
+    let (checkpoint, weights) = match start_checkpoint {
+        Some(pretrained) => (pretrained, "ema"),
+        None => (run_dir::checkpoints_dir(context.run_dir).join(run_dir::step_name(iteration as i64)), "online"),
     };
     let seconds = started.elapsed().as_secs_f64();
     let report = EvalReport::of(checkpoint, weights, context.task, round.per_episode.clone(), round.env_steps, seconds);
