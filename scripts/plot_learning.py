@@ -69,7 +69,7 @@ for label, seeds in sorted(runs.items()):
         rates = [[next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()] for s in common]
         ax.fill_between(common, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.12)
 for label, mean in sorted(means.items()):
-    print(f"| **mean {label}** ({len(runs[label])} seeds) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
+    print(f"| **mean {label}** ({len(runs[label])} seed{'s' if len(runs[label]) > 1 else ''}) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
 ax.set_xlabel("training env steps (evaluation steps not counted)")
 ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
 ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=11)

@@ -10,7 +10,8 @@ The grid file (configs/sweeps/*.json; every key is listed in docs/sweeps.md):
   benchmarks[]: name (evidence goes to <evidence>/<name>/), task, pretrained (run or checkpoint
                 dir), prepare[] ({creates, command}: rldt-vision commands run once on the
                 driver when `creates` is missing: collect, pretrain), methods
-                {label: {config, set}}, plot (PNG path), title
+                {label: {config, set}}, plot (PNG path), title, table_in (a Markdown file whose
+                `<!-- sweep table NAME -->` … `<!-- end sweep table NAME -->` lines get the table)
   seeds[], grid {abbrev: {key, values[]}} (label suffix "-<abbrev><value>"), set {key: value}
   (every trial), resources {cpus, gpus}, runs (run directories), evidence (summaries root),
   record (write the rerun recording; default false).
@@ -275,7 +276,34 @@ def report(bench):
         return
     plot = os.path.join(ROOT, bench.get("plot", os.path.join(bench["evidence"], bench["name"], "learning.png")))
     title = bench.get("title", bench["name"])
-    subprocess.call([sys.executable, os.path.join(ROOT, "scripts", "plot_learning.py"), directory, plot, title])
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_learning.py"), directory, plot, title],
+                            stdout=subprocess.PIPE, text=True)
+    print(result.stdout, end="", flush=True)
+    if result.returncode == 0 and bench.get("table_in"):
+        table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+        write_table_into(os.path.join(ROOT, bench["table_in"]), bench["name"], table)
+
+
+def write_table_into(path, name, table):
+    """Replaces the lines between `<!-- sweep table NAME -->` and `<!-- end sweep table NAME -->`
+    in a Markdown file (the README) with the benchmark's table, so the committed page always
+    shows every committed summary. A file without both markers is left as it is, with a warning."""
+    begin, end = f"<!-- sweep table {name} -->", f"<!-- end sweep table {name} -->"
+    try:
+        lines = open(path).read().split("\n")
+    except OSError as e:
+        print(f"[sweep] warning: table_in {path}: {e}; table not written there", flush=True)
+        return
+    if begin not in lines or end not in lines or lines.index(begin) > lines.index(end):
+        print(f"[sweep] warning: {path} lacks the lines `{begin}` and `{end}` (in that order); "
+              "table not written there", flush=True)
+        return
+    lines[lines.index(begin) + 1:lines.index(end)] = table
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, path)
+    print(f"[sweep] wrote the table into {path}", flush=True)
 
 
 def main():

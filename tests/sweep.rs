@@ -3,8 +3,9 @@
 //! its `prepare` steps (collect 4 Lift demos, pretrain 200 steps), two RLDT trials of a
 //! 3-iteration Lift fine-tune (seeds 0 and 1, one CPU each, side by side) and one trial
 //! whose config the binary refuses — reports the failure and carries on, writes one summary
-//! per finished trial with every in-run evaluation, and skips finished trials when run
-//! again. Bounded: the sweep must finish within 8 minutes (~1.5 min alone here).
+//! per finished trial with every in-run evaluation, writes the table into a page between its
+//! markers, and skips finished trials when run again. Bounded: the sweep must finish within 8
+//! minutes (~1.5 min alone here).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +67,7 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
         "benchmarks": [{
             "name": "tiny_lift",
             "task": "lift",
+            "table_in": path("page.md"),
             "pretrained": path("pretrained"),
             "prepare": [
                 {"creates": path("lift.hdf5"),
@@ -79,6 +81,9 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
             }
         }]
     });
+    // The report writes its table between these markers and leaves the rest of the page alone.
+    let page = "# A page\n<!-- sweep table tiny_lift -->\nstale line\n<!-- end sweep table tiny_lift -->\nafter\n";
+    std::fs::write(dir.join("page.md"), page).unwrap();
     let grid_file = dir.join("grid.json");
     std::fs::write(&grid_file, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
 
@@ -112,4 +117,12 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
     let (ok, text) = sweep(&grid_file, &["--methods", "svgd"]);
     assert!(ok, "{text}");
     assert!(text.contains("0 trials to run, 2 done already"), "{text}");
+    let page = std::fs::read_to_string(dir.join("page.md")).unwrap();
+    assert!(page.starts_with("# A page\n<!-- sweep table tiny_lift -->\n| run | 0 |"), "{page}");
+    assert!(page.ends_with("\n<!-- end sweep table tiny_lift -->\nafter\n"), "{page}");
+    assert!(!page.contains("stale line"), "{page}");
+    for seed in [0, 1] {
+        assert!(page.contains(&format!("| svgd, seed {seed} | ")), "{page}");
+    }
+    assert!(page.contains("| **mean svgd** (2 seeds) | "), "{page}");
 }
