@@ -22,7 +22,8 @@ use crate::rl::ppo::{clip_gradients, clipped_surrogate, normalize_advantages};
 use crate::toy::{constant_states, describe, pretrain_bimodal, q_and_grad, sample, toy_spec, ToyReport};
 
 /// The baselines' toy settings: the chain and PPO values of `configs/finetune/square_reinflow.json`
-/// (FPO++: the draws, trust region and ratio clip of `square_fpo.json`) except the learning
+/// (FPO++: the draws and ratio clip of `square_fpo.json`, with the asymmetric trust region,
+/// FPO++'s choice away from manipulation fine-tuning) except the learning
 /// rate (the toy's actor learning rate, as RLDT's toy uses) and the budget, which the command
 /// line sets.
 #[derive(Debug, Clone, clap::Args)]
@@ -187,7 +188,7 @@ pub fn run_toy_fpo(
                 let cond = policy.condition(&constant_states(size), true);
                 let pick = |t: &Tensor| t.index_select(0, &rows);
                 let new_losses = cfm_losses(&cond, &pick(&actions), &pick(&tau), &pick(&epsilon));
-                let log_ratio = fpo_log_ratio(&pick(&old_losses), &new_losses, true, 5.0);
+                let log_ratio = fpo_log_ratio(&pick(&old_losses), &new_losses, true, None, 5.0);
                 let advantages = normalize_advantages(&pick(&rewards)).unsqueeze(-1);
                 let loss = trust_region_loss(&log_ratio, &advantages, clip, TrustRegion::Aspo);
                 optimizer.zero_grad();

@@ -279,6 +279,9 @@ fn bad_on_policy_settings_are_refused_naming_the_field() {
     let mut config = load("square_fpo");
     config.reinflow = load("square_reinflow").reinflow;
     assert!(config.validate().unwrap_err().contains("field `algorithm`"), "two algorithm sections are refused");
+    let mut config = load("square_fpo");
+    config.fpo.as_mut().unwrap().cfm_loss_clip = Some(0.0);
+    assert!(config.validate().unwrap_err().contains("field `fpo`"), "a CFM loss cap of 0 is refused");
     let text = std::fs::read_to_string(root.join("configs/finetune/square_reinflow.json")).unwrap();
     let mut value: Value = serde_json::from_str(&text).unwrap();
     value["ppo"]["clip"] = 0.2.into();

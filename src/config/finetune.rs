@@ -270,7 +270,9 @@ impl OnPolicyConfig {
                 && c.noise_std[0] <= c.noise_std[1]
                 && c.log_prob_clip[0] < c.log_prob_clip[1]
         });
-        let fpo_ok = self.fpo.as_ref().is_none_or(|f| f.samples_per_chunk >= 1 && f.log_ratio_clip > 0.0);
+        let fpo_ok = self.fpo.as_ref().is_none_or(|f| {
+            f.samples_per_chunk >= 1 && f.log_ratio_clip > 0.0 && f.cfm_loss_clip.is_none_or(|cap| cap > 0.0)
+        });
         let sections = (self.algorithm, self.reinflow.is_some(), self.fpo.is_some());
         let checks: [(bool, &str, String); 13] = [
             (
@@ -296,7 +298,7 @@ impl OnPolicyConfig {
                 "reinflow",
                 "denoising_steps ≥ 1, 0 < noise_std[0] ≤ noise_std[1], log_prob_clip[0] < log_prob_clip[1]".into(),
             ),
-            (fpo_ok, "fpo", "samples_per_chunk ≥ 1 and log_ratio_clip > 0".into()),
+            (fpo_ok, "fpo", "samples_per_chunk ≥ 1, log_ratio_clip > 0 and cfm_loss_clip null or > 0".into()),
             (
                 (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.gae_lambda),
                 "ppo.gamma",

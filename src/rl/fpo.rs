@@ -3,7 +3,11 @@
 //! policy without a likelihood. The ratio comes from conditional flow-matching losses on
 //! (τ, ε) draws made at rollout time and reused at update time:
 //!
-//!   x_τ = (1 − τ)·ε + τ·a,   ℓ_θ(a, τ, ε; s) = mean_d (v_θ(x_τ, τ, s) − (a − ε))²
+//!   x_τ = (1 − τ)·ε + τ·a,   e = v_θ(x_τ, τ, s) − (a − ε)   (a chunk: Tp steps × A numbers)
+//!   ℓ_θ(a, τ, ε; s) = mean over the chunk's Tp·A numbers of e²          (`mean`)
+//!                   = Σ_{steps j} mean_{A} e_j²  (= Tp × the mean)      (`sum_over_steps`:
+//!                     FPO++'s manipulation fine-tuning sums the losses over the chunk's steps)
+//!   optionally ℓ_old and ℓ_θ capped at `cfm_loss_clip` before the difference
 //!   FPO:    log ρ = mean_i (ℓ_old,i − ℓ_θ,i)               one ratio per chunk
 //!   FPO++:  log ρ_i = ℓ_old,i − ℓ_θ,i                        one ratio per draw (change 1)
 //!   log ρ clipped to ±`log_ratio_clip` (5) before the exponential.
@@ -43,6 +47,18 @@ pub enum TrustRegion {
     Aspo,
 }
 
+/// How the squared errors of one chunk make one CFM loss ℓ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CfmLossReduction {
+    /// Mean over the chunk's Tp·A numbers.
+    Mean,
+    /// Per chunk step the mean over its A numbers, summed over the Tp steps (FPO++'s
+    /// manipulation fine-tuning: "chunk-level ratios by summing CFM losses across all chunk
+    /// timesteps"): Tp × `mean`, so a parameter change moves log ρ Tp times as far.
+    SumOverSteps,
+}
+
 /// The `fpo` section of a fine-tuning config (FPO++'s choices by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,12 +70,38 @@ pub struct FpoSettings {
     pub trust_region: TrustRegion,
     /// |log ρ| is clipped to this before the exponential (5).
     pub log_ratio_clip: f64,
+    /// How one chunk's squared errors make ℓ (FPO++ on manipulation: `sum_over_steps`).
+    pub cfm_loss_reduction: CfmLossReduction,
+    /// ℓ_old and ℓ_θ capped at this before their difference (FPO++ clamps the CFM losses first,
+    /// then the difference; its paper gives no value): null = no cap. A draw whose ℓ_θ is
+    /// above the cap gets no gradient from it.
+    pub cfm_loss_clip: Option<f64>,
 }
 
-/// log ρ from old and new losses [B, N]: per draw [B, N] (FPO++) or per chunk [B, 1] (FPO),
-/// clipped to ±`clip`.
-pub fn fpo_log_ratio(old_losses: &Tensor, new_losses: &Tensor, per_sample: bool, clip: f64) -> Tensor {
-    let difference = old_losses - new_losses;
+/// ℓ from squared errors [R, Tp·A] → [R] (`reduction`, with Tp chunk steps).
+pub fn reduce_cfm_loss(squared_error: &Tensor, pred_horizon: i64, reduction: CfmLossReduction) -> Tensor {
+    match reduction {
+        CfmLossReduction::Mean => squared_error.mean_dim([-1i64].as_slice(), false, Kind::Float),
+        CfmLossReduction::SumOverSteps => squared_error
+            .view([squared_error.size()[0], pred_horizon, -1])
+            .mean_dim([-1i64].as_slice(), false, Kind::Float)
+            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float),
+    }
+}
+
+/// log ρ from old and new losses [B, N]: both capped at `loss_cap` when given, then per draw
+/// [B, N] (FPO++) or per chunk [B, 1] (FPO), clipped to ±`clip`.
+pub fn fpo_log_ratio(
+    old_losses: &Tensor,
+    new_losses: &Tensor,
+    per_sample: bool,
+    loss_cap: Option<f64>,
+    clip: f64,
+) -> Tensor {
+    let difference = match loss_cap {
+        Some(cap) => old_losses.clamp_max(cap) - new_losses.clamp_max(cap),
+        None => old_losses - new_losses,
+    };
     let log_ratio = if per_sample { difference } else { difference.mean_dim([-1i64].as_slice(), true, Kind::Float) };
     log_ratio.clamp(-clip, clip)
 }
@@ -83,8 +125,10 @@ pub fn trust_region_loss(log_ratio: &Tensor, advantages: &Tensor, clip: f64, reg
 pub struct FpoStats {
     pub policy_loss: f64,
     pub value_loss: f64,
-    /// Mean ℓ_θ over the minibatch's draws.
+    /// Mean ℓ_θ over the minibatch's draws (uncapped).
     pub cfm_loss: f64,
+    /// Share of draws whose ℓ_θ is above `cfm_loss_clip` (0 without a cap).
+    pub cfm_loss_capped: f64,
     pub approx_kl: f64,
     pub clip_fraction: f64,
     pub ratio: f64,
@@ -140,7 +184,7 @@ impl Fpo {
         })
     }
 
-    /// ℓ_θ of every draw: cond [B, C], actions [B, D], τ [B, N], ε [B, N, D] → [B, N].
+    /// ℓ_θ of every draw (uncapped): cond [B, C], actions [B, D], τ [B, N], ε [B, N, D] → [B, N].
     fn cfm_losses(&self, cond: &Tensor, actions: &Tensor, tau: &Tensor, epsilon: &Tensor) -> Tensor {
         let (b, n, d) = (epsilon.size()[0], epsilon.size()[1], epsilon.size()[2]);
         let a = actions.unsqueeze(1).expand([b, n, d], false).reshape([b * n, d]);
@@ -149,7 +193,8 @@ impl Fpo {
         let cond = cond.unsqueeze(1).expand([b, n, cond.size()[1]], false).reshape([b * n, -1]);
         let x_t = flow::interpolate(&eps, &a, &t);
         let error = self.actor.velocity(&x_t, &t, &cond) - flow::target_velocity(&eps, &a);
-        error.square().mean_dim([-1i64].as_slice(), false, Kind::Float).view([b, n])
+        let pred_horizon = self.actor.spec().config.pred_horizon;
+        reduce_cfm_loss(&error.square(), pred_horizon, self.fpo.cfm_loss_reduction).view([b, n])
     }
 
     /// Splits replay numbers [B, D + N + N·D + N] into (a, τ, ε, ℓ_old).
@@ -215,8 +260,13 @@ impl OnPolicyLearner for Fpo {
                 let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
                 let cond = self.actor.condition(&obs, ppo.augment);
                 let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
-                let log_ratio =
-                    fpo_log_ratio(&old_losses, &new_losses, self.fpo.per_sample_ratio, self.fpo.log_ratio_clip);
+                let log_ratio = fpo_log_ratio(
+                    &old_losses,
+                    &new_losses,
+                    self.fpo.per_sample_ratio,
+                    self.fpo.cfm_loss_clip,
+                    self.fpo.log_ratio_clip,
+                );
                 let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
                 let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
                 let values = self.value.forward_t(&obs, ppo.augment);
@@ -240,6 +290,12 @@ impl OnPolicyLearner for Fpo {
                     self.actor_optimizer.step(actor_lr);
                 }
                 self.value_optimizer.step(value_lr);
+                let cfm_loss_capped = match self.fpo.cfm_loss_clip {
+                    Some(cap) => {
+                        tch::no_grad(|| new_losses.gt(cap).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
+                    }
+                    None => 0.0,
+                };
                 let (approx_kl, clip_fraction, ratio) = tch::no_grad(|| {
                     let ratio = log_ratio.exp();
                     let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
@@ -250,6 +306,7 @@ impl OnPolicyLearner for Fpo {
                     policy_loss: policy_loss.double_value(&[]),
                     value_loss: value_loss.double_value(&[]),
                     cfm_loss: new_losses.mean(Kind::Float).double_value(&[]),
+                    cfm_loss_capped,
                     approx_kl,
                     clip_fraction,
                     ratio,
@@ -302,12 +359,40 @@ mod tests {
     fn the_fpo_ratio_from_known_losses() {
         let old = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
         let new = Tensor::from_slice(&[0.5f32, 2.5]).view([1, 2]);
-        let per_draw: Vec<f32> = fpo_log_ratio(&old, &new, true, 5.0).view([-1]).try_into().unwrap();
+        let per_draw: Vec<f32> = fpo_log_ratio(&old, &new, true, None, 5.0).view([-1]).try_into().unwrap();
         assert_eq!(per_draw, [0.5, -0.5]);
-        assert_eq!(fpo_log_ratio(&old, &new, false, 5.0).size(), [1, 1]);
-        assert!(fpo_log_ratio(&old, &new, false, 5.0).double_value(&[0, 0]).abs() < 1e-7);
-        let clipped: Vec<f32> = fpo_log_ratio(&old, &new, true, 0.3).view([-1]).try_into().unwrap();
+        assert_eq!(fpo_log_ratio(&old, &new, false, None, 5.0).size(), [1, 1]);
+        assert!(fpo_log_ratio(&old, &new, false, None, 5.0).double_value(&[0, 0]).abs() < 1e-7);
+        let clipped: Vec<f32> = fpo_log_ratio(&old, &new, true, None, 0.3).view([-1]).try_into().unwrap();
         assert_eq!(clipped, [0.3, -0.3]);
+    }
+
+    /// Old losses (1, 6), new (2, 7), losses capped at 5: log ρ = (1 − 2, 5 − 5) = (−1, 0), and
+    /// the capped draw gives ℓ_θ no gradient (d log ρ / d ℓ_θ = (−1, 0)).
+    #[test]
+    fn capped_cfm_losses_by_hand() {
+        let old = Tensor::from_slice(&[1.0f32, 6.0]).view([1, 2]);
+        let new = Tensor::from_slice(&[2.0f32, 7.0]).view([1, 2]).set_requires_grad(true);
+        let log_ratio = fpo_log_ratio(&old, &new, true, Some(5.0), 10.0);
+        let values: Vec<f32> = log_ratio.view([-1]).try_into().unwrap();
+        assert_eq!(values, [-1.0, 0.0]);
+        log_ratio.sum(Kind::Float).backward();
+        let grad: Vec<f32> = new.grad().view([-1]).try_into().unwrap();
+        assert_eq!(grad, [-1.0, 0.0]);
+    }
+
+    /// Squared errors of one chunk of Tp = 2 steps × A = 3 numbers: step 1 (1, 2, 3), step 2
+    /// (0, 0, 6). `mean`: 12 / 6 = 2; `sum_over_steps`: 6/3 + 6/3 = 4 (= Tp × mean).
+    #[test]
+    fn the_cfm_loss_reductions_by_hand() {
+        let squared = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.0, 0.0, 6.0]).view([1, 6]);
+        let mean = reduce_cfm_loss(&squared, 2, CfmLossReduction::Mean).double_value(&[0]);
+        let sum = reduce_cfm_loss(&squared, 2, CfmLossReduction::SumOverSteps).double_value(&[0]);
+        assert_eq!((mean, sum), (2.0, 4.0));
+        // Rows stay rows: two chunks give two losses.
+        let two = Tensor::cat(&[&squared, &(&squared * 2.0)], 0);
+        let sums: Vec<f32> = reduce_cfm_loss(&two, 2, CfmLossReduction::SumOverSteps).try_into().unwrap();
+        assert_eq!(sums, [4.0, 8.0]);
     }
 
     /// ε = 0.2. Â = −1, ρ = 0.9: SPO's objective −0.9 − (1/0.4)·0.01 = −0.925, loss 0.925, and
