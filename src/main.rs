@@ -83,7 +83,7 @@ fn run() -> anyhow::Result<()> {
                     let to_file = options.recording.is_none();
                     (rldt_vision::train::finetune::finetune(options)?, to_file)
                 }
-                Algorithm::Reinflow | Algorithm::Fpo => {
+                Algorithm::Reinflow | Algorithm::Fpo | Algorithm::Dppo => {
                     let options = args.on_policy_options()?;
                     announce("finetune (on-policy baseline)", options.device, threads, &options.run_dir);
                     (rldt_vision::train::onpolicy::finetune_on_policy(options)?, false)

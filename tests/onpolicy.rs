@@ -1,5 +1,5 @@
-//! Tier 2: the on-policy baselines, ReinFlow and FPO++ (`rldt-vision finetune` with a
-//! `reinflow` or `fpo` config), end to end on real robosuite rollouts at toy scale: a policy
+//! Tier 2: the on-policy baselines, ReinFlow, FPO++ and DPPO (`rldt-vision finetune` with a
+//! `reinflow`, `fpo` or `dppo` config), end to end on real robosuite rollouts at toy scale: a policy
 //! pretrained for a few steps on synthetic 32×32 Square-schema data, one worker, 8-step
 //! episodes. Iteration 0 evaluates, iteration 1 trains the value network only, iterations 2–3
 //! train the actor (and ReinFlow's noise network) and the value; a run killed after iteration
@@ -65,6 +65,9 @@ fn tiny(pretrained: &Path, algorithm: &str) -> OnPolicyConfig {
         chain.denoising_steps = 2;
         chain.noise_hidden = vec![16];
     }
+    if let Some(dppo) = config.dppo.as_mut() {
+        dppo.denoising_steps = 2;
+    }
     config.ppo.update_epochs = 2;
     config.ppo.minibatch_size = 2;
     config.ppo.target_kl = None;
@@ -109,6 +112,12 @@ fn fpo_runs_evaluates_and_resumes_exactly() {
     runs_evaluates_and_resumes_exactly("fpo");
 }
 
+#[test]
+fn dppo_runs_evaluates_and_resumes_exactly() {
+    let _alone = alone();
+    runs_evaluates_and_resumes_exactly("dppo");
+}
+
 fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
     let reinflow = algorithm == "reinflow";
     let pretrained = pretrained(&format!("pretrained_{algorithm}"));
@@ -124,7 +133,11 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
     };
     assert!(has("eval/success_rate", 0) && has("eval/success_rate_high", 0));
     assert!(has("ppo/value_loss", 1) && lines[1]["ppo/actor_trained"] == 0.0, "iteration 1: value warm-up");
-    let own_key = if reinflow { "ppo/noise_std" } else { "ppo/cfm_loss" };
+    let own_key = match algorithm {
+        "reinflow" => "ppo/noise_std",
+        "fpo" => "ppo/cfm_loss",
+        _ => "ppo/step_log_prob",
+    };
     for key in ["ppo/policy_loss", "ppo/approx_kl", own_key, "rollout/success_rate", "time/update_s"] {
         assert!(has(key, 2) && has(key, 3), "{key} missing at iterations 2-3");
     }
@@ -139,7 +152,7 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
         |dir: &Path, n: u32, file: &str| std::fs::read(dir.join(format!("checkpoints/step_{n:08}/{file}"))).unwrap();
     assert_ne!(step(&run_dir, 2, "policy.safetensors"), step(&run_dir, 4, "policy.safetensors"));
     let spec: Value = serde_json::from_slice(&step(&run_dir, 4, "policy.json")).unwrap();
-    assert_eq!(spec["config"]["num_denoising_steps"], if reinflow { 2 } else { 8 });
+    assert_eq!(spec["config"]["num_denoising_steps"], if algorithm == "fpo" { 8 } else { 2 });
     let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
         checkpoint: run_dir.clone(),
         online_weights: false,
@@ -282,6 +295,11 @@ fn bad_on_policy_settings_are_refused_naming_the_field() {
     let mut config = load("square_fpo");
     config.fpo.as_mut().unwrap().cfm_loss_clip = Some(0.0);
     assert!(config.validate().unwrap_err().contains("field `fpo`"), "a CFM loss cap of 0 is refused");
+    let mut config = load("square_dppo");
+    config.dppo.as_mut().unwrap().first_step_clip_ratio = 0.05;
+    assert!(config.validate().unwrap_err().contains("field `dppo`"), "a first-step clip above the last is refused");
+    config.dppo = None;
+    assert!(config.validate().unwrap_err().contains("field `algorithm`"), "dppo without its section is refused");
     let text = std::fs::read_to_string(root.join("configs/finetune/square_reinflow.json")).unwrap();
     let mut value: Value = serde_json::from_str(&text).unwrap();
     value["ppo"]["clip"] = 0.2.into();

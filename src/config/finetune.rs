@@ -2,7 +2,7 @@
 //! `deny_unknown_fields`, relations checked with the field named. The policy's architecture
 //! (encoder resnet | vit, horizons, K) comes from the pretrained checkpoint. The top-level
 //! `algorithm` field picks the config type: `rldt` ([`FinetuneConfig`], docs/algorithm.md
-//! §3–§7), or an on-policy baseline, `reinflow` or `fpo` ([`OnPolicyConfig`],
+//! §3–§7), or an on-policy baseline, `reinflow`, `fpo` or `dppo` ([`OnPolicyConfig`],
 //! docs/baselines.md); [`Algorithm::of_file`] reads it first.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ pub enum Algorithm {
     Reinflow,
     /// FPO++: PPO-style updates with per-sample flow-matching-loss ratios, docs/baselines.md.
     Fpo,
+    /// DPPO on a flow policy: PPO per denoising step with a fixed σ, docs/baselines.md.
+    Dppo,
 }
 
 impl Algorithm {
@@ -34,7 +36,7 @@ impl Algorithm {
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| config_error(e.to_string()))?;
         let field = value
             .get("algorithm")
-            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow | fpo)".into()))?;
+            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow | fpo | dppo)".into()))?;
         serde_json::from_value(field.clone()).map_err(|e| config_error(format!("field `algorithm`: {e}")))
     }
 }
@@ -212,12 +214,12 @@ impl FinetuneConfig {
 
 /// An on-policy baseline's fine-tuning config (docs/baselines.md): the sections shared with
 /// RLDT (`env`, `evaluation`, `checkpoint`), the on-policy rollout and schedule, the PPO
-/// settings both baselines use, and the section of its algorithm (`reinflow` or `fpo`; the
-/// other is absent).
+/// settings the baselines share, and the section of its algorithm (`reinflow`, `fpo` or
+/// `dppo`; the others are absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnPolicyConfig {
-    /// `reinflow` or `fpo`.
+    /// `reinflow`, `fpo` or `dppo`.
     pub algorithm: Algorithm,
     pub name: String,
     pub seed: u64,
@@ -235,6 +237,9 @@ pub struct OnPolicyConfig {
     /// FPO++'s ratio settings (with `algorithm` = fpo).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fpo: Option<crate::rl::fpo::FpoSettings>,
+    /// DPPO's chain and per-step clip settings (with `algorithm` = dppo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dppo: Option<crate::rl::dppo::DppoSettings>,
     pub checkpoint: CheckpointSettings,
 }
 
@@ -273,12 +278,28 @@ impl OnPolicyConfig {
         let fpo_ok = self.fpo.as_ref().is_none_or(|f| {
             f.samples_per_chunk >= 1 && f.log_ratio_clip > 0.0 && f.cfm_loss_clip.is_none_or(|cap| cap > 0.0)
         });
-        let sections = (self.algorithm, self.reinflow.is_some(), self.fpo.is_some());
-        let checks: [(bool, &str, String); 13] = [
+        let dppo_ok = self.dppo.as_ref().is_none_or(|c| {
+            c.denoising_steps >= 1
+                && c.std > 0.0
+                && c.noise_clip > 0.0
+                && c.log_prob_clip[0] < c.log_prob_clip[1]
+                && 0.0 < c.denoising_discount
+                && c.denoising_discount <= 1.0
+                && 0.0 < c.first_step_clip_ratio
+                && c.first_step_clip_ratio <= ppo.clip_ratio
+                && c.clip_ratio_rate > 0.0
+        });
+        let sections = (self.algorithm, self.reinflow.is_some(), self.fpo.is_some(), self.dppo.is_some());
+        let checks: [(bool, &str, String); 14] = [
             (
-                matches!(sections, (Algorithm::Reinflow, true, false) | (Algorithm::Fpo, false, true)),
+                matches!(
+                    sections,
+                    (Algorithm::Reinflow, true, false, false)
+                        | (Algorithm::Fpo, false, true, false)
+                        | (Algorithm::Dppo, false, false, true)
+                ),
                 "algorithm",
-                "`reinflow` with a `reinflow` section, or `fpo` with an `fpo` section (and not the other)".into(),
+                "`reinflow`, `fpo` or `dppo` with its own section of that name, and no other method's section".into(),
             ),
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (self.env.horizon >= 1, "env.horizon", "must be ≥ 1".into()),
@@ -299,6 +320,13 @@ impl OnPolicyConfig {
                 "denoising_steps ≥ 1, 0 < noise_std[0] ≤ noise_std[1], log_prob_clip[0] < log_prob_clip[1]".into(),
             ),
             (fpo_ok, "fpo", "samples_per_chunk ≥ 1, log_ratio_clip > 0 and cfm_loss_clip null or > 0".into()),
+            (
+                dppo_ok,
+                "dppo",
+                "denoising_steps ≥ 1, std > 0, noise_clip > 0, log_prob_clip[0] < log_prob_clip[1], \
+                 0 < denoising_discount ≤ 1, 0 < first_step_clip_ratio ≤ ppo.clip_ratio, clip_ratio_rate > 0"
+                    .into(),
+            ),
             (
                 (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.gae_lambda),
                 "ppo.gamma",

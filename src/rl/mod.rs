@@ -8,13 +8,14 @@
 //!
 //! The on-policy baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running
 //! return scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round and the
-//! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++); their loop is
-//! `train::onpolicy`.
+//! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++), [`dppo`]
+//! (DPPO on a flow policy); their loop is `train::onpolicy`.
 
 pub mod actor;
 pub mod actor_loss;
 pub mod critic;
 pub mod critic_batch;
+pub mod dppo;
 pub mod exploration;
 pub mod fpo;
 pub mod mini_batch;

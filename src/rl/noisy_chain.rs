@@ -96,7 +96,14 @@ impl NoiseNet {
 }
 
 /// The mean of transition k: clip(x_k + v_θ(x_k, t_k, s)/K', ±c) → [B, D].
-fn transition_mean(policy: &FlowPolicy, cond: &Tensor, x_k: &Tensor, k: i64, steps: i64, clip: Option<f64>) -> Tensor {
+pub fn transition_mean(
+    policy: &FlowPolicy,
+    cond: &Tensor,
+    x_k: &Tensor,
+    k: i64,
+    steps: i64,
+    clip: Option<f64>,
+) -> Tensor {
     let t = Tensor::full([x_k.size()[0], 1], k as f64 / steps as f64, (Kind::Float, x_k.device()));
     let mean = x_k + policy.velocity(x_k, &t, cond) / steps as f64;
     match clip {

@@ -32,6 +32,7 @@ use crate::config::finetune::{Algorithm, OnPolicyConfig};
 use crate::episodes::consecutive_seeds;
 use crate::error::{io_at, Error, Result};
 use crate::policy::checkpoint;
+use crate::rl::dppo::Dppo;
 use crate::rl::fpo::Fpo;
 use crate::rl::onpolicy::{collect_on_policy_round, OnPolicyLearner};
 use crate::rl::reinflow::Reinflow;
@@ -100,6 +101,11 @@ pub fn finetune_on_policy(options: OnPolicyOptions) -> Result<FinetuneSummary> {
         Algorithm::Fpo => {
             let fpo = config.fpo.as_ref().ok_or_else(|| missing("fpo"))?;
             let learner = Fpo::new(&pretrained, fpo, &config.ppo, options.device)?;
+            run(learner, &config, &options, latest)
+        }
+        Algorithm::Dppo => {
+            let dppo = config.dppo.as_ref().ok_or_else(|| missing("dppo"))?;
+            let learner = Dppo::new(&pretrained, dppo, &config.ppo, options.device)?;
             run(learner, &config, &options, latest)
         }
         Algorithm::Rldt => Err(Error::Config {
