@@ -209,7 +209,8 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
 /// The start evaluation is stored beside the pretrained weights by the first run and copied by
 /// the next (`reused_from` names the stored file; the same per-episode results), which then
 /// trains exactly as the first did (iteration 1's value loss and CFM loss equal); with
-/// `reuse_start_evaluation` off, or another episode count, the episodes run again.
+/// `reuse_start_evaluation` off, another episode count or another K' (DPPO with 2 steps), the
+/// episodes run again.
 #[test]
 fn a_second_run_copies_the_stored_start_evaluation_and_trains_the_same() {
     let _alone = alone();
@@ -220,7 +221,7 @@ fn a_second_run_copies_the_stored_start_evaluation_and_trains_the_same() {
     let start = |dir: &Path| -> Value {
         serde_json::from_slice(&std::fs::read(dir.join("evaluations/iteration_00000.json")).unwrap()).unwrap()
     };
-    let stored = pretrained.join("checkpoints/step_00000004/evaluations/square_horizon8_seed100000_episodes2.json");
+    let stored = pretrained.join("checkpoints/step_00000004/evaluations/square_horizon8_k8_seed100000_episodes2.json");
 
     let first = scratch("reuse_first");
     run(Some(config.clone()), &first, false).unwrap();
@@ -252,12 +253,21 @@ fn a_second_run_copies_the_stored_start_evaluation_and_trains_the_same() {
         "deterministic episodes"
     );
 
-    let mut three = config;
+    let mut three = config.clone();
     three.evaluation.episodes = 3;
     let other = scratch("reuse_other_settings");
     run(Some(three), &other, false).unwrap();
     assert!(start(&other).get("reused_from").is_none());
     assert_eq!(start(&other)["episodes"], 3);
+
+    // DPPO with K' = 2 evaluates another ODE than the stored K = 8 one: it runs its episodes.
+    let mut fewer_steps = tiny(&pretrained, "dppo");
+    fewer_steps.schedule.iterations = 1;
+    let dppo = scratch("reuse_other_k");
+    run(Some(fewer_steps), &dppo, false).unwrap();
+    assert!(start(&dppo).get("reused_from").is_none());
+    assert_eq!(start(&dppo)["denoising_steps"], 2);
+    assert!(stored.with_file_name("square_horizon8_k2_seed100000_episodes2.json").is_file());
 }
 
 /// An exploding value network (learning rate 1e30) stops the run with a NonFinite error at

@@ -109,8 +109,9 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
     assert!(text.contains("stop_on_success"), "the failure's log tail names the cause:\n{text}");
     // The trials' start evaluation is stored beside the pretrained weights for later trials.
     let checkpoints = std::fs::read_dir(dir.join("pretrained/checkpoints")).unwrap();
-    let stored =
-        checkpoints.flatten().any(|c| c.path().join("evaluations/lift_horizon8_seed100000_episodes4.json").is_file());
+    let stored = checkpoints
+        .flatten()
+        .any(|c| c.path().join("evaluations/lift_horizon8_k8_seed100000_episodes4.json").is_file());
     assert!(stored, "no stored start evaluation under {}", dir.join("pretrained/checkpoints").display());
 
     // Run again: the finished trials are skipped, only the failed ones are retried.

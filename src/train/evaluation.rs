@@ -56,6 +56,10 @@ struct InRunEvaluation {
     first_seed: u64,
     /// Steps per episode (full-length episodes; success = any successful step).
     horizon: usize,
+    /// K, the Euler steps of the evaluated ODE (ReinFlow and DPPO may run K' ≠ the
+    /// checkpoint's K); absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    denoising_steps: Option<i64>,
     /// The rldt-vision version that ran the episodes.
     #[serde(default)]
     rldt_vision: String,
@@ -111,8 +115,12 @@ pub fn evaluate(
     let path = dir.join(format!("iteration_{:05}.json", iteration));
     // The pretrained checkpoint at iteration 0 (its EMA weights are the actor's).
     let start_checkpoint = if iteration == 0 { Some(checkpoint::resolve(context.pretrained)?) } else { None };
-    let stored = start_checkpoint.as_deref().filter(|_| context.reuse_start).map(|c| stored_start_path(c, context));
-    if let Some(copy) = stored.as_deref().and_then(|stored| read_stored_start(stored, context)) {
+    let denoising_steps = policy.spec().config.num_denoising_steps;
+    let stored = start_checkpoint
+        .as_deref()
+        .filter(|_| context.reuse_start)
+        .map(|c| stored_start_path(c, context, denoising_steps));
+    if let Some(copy) = stored.as_deref().and_then(|stored| read_stored_start(stored, context, denoising_steps)) {
         let (point, round) = (copy.point.clone(), round_of(&copy.report));
         write_atomic(&path, serde_json::to_string_pretty(&copy).expect("evaluation serialises").as_bytes())?;
         return Ok((point, round));
@@ -132,6 +140,7 @@ pub fn evaluate(
         point: point.clone(),
         first_seed: context.settings.first_seed,
         horizon: context.horizon,
+        denoising_steps: Some(denoising_steps),
         rldt_vision: env!("CARGO_PKG_VERSION").into(),
         reused_from: None,
         report,
@@ -152,17 +161,18 @@ pub fn evaluate(
     Ok((point, round))
 }
 
-/// Where the start evaluation of `context` is stored, beside the pretrained weights.
-fn stored_start_path(checkpoint: &Path, context: &EvaluationContext) -> PathBuf {
+/// Where the start evaluation of `context` with a K-step ODE is stored, beside the pretrained
+/// weights.
+fn stored_start_path(checkpoint: &Path, context: &EvaluationContext, denoising_steps: i64) -> PathBuf {
     let (task, horizon, s) = (context.task.name(), context.horizon, context.settings);
     checkpoint
         .join("evaluations")
-        .join(format!("{task}_horizon{horizon}_seed{}_episodes{}.json", s.first_seed, s.episodes))
+        .join(format!("{task}_horizon{horizon}_k{denoising_steps}_seed{}_episodes{}.json", s.first_seed, s.episodes))
 }
 
 /// The stored start evaluation at `stored` as this run's `iteration_00000.json`, when it
-/// exists and matches `context` (task, horizon, seeds, episodes, EMA weights, version).
-fn read_stored_start(stored: &Path, context: &EvaluationContext) -> Option<InRunEvaluation> {
+/// exists and matches `context` (task, horizon, seeds, episodes, EMA weights, version) and K.
+fn read_stored_start(stored: &Path, context: &EvaluationContext, denoising_steps: i64) -> Option<InRunEvaluation> {
     let text = std::fs::read_to_string(stored).ok()?;
     let file: InRunEvaluation = match serde_json::from_str(&text) {
         Ok(file) => file,
@@ -175,6 +185,7 @@ fn read_stored_start(stored: &Path, context: &EvaluationContext) -> Option<InRun
     let matches = file.point.iteration == 0
         && file.first_seed == context.settings.first_seed
         && file.horizon == context.horizon
+        && file.denoising_steps == Some(denoising_steps)
         && file.rldt_vision == env!("CARGO_PKG_VERSION")
         && report.task == context.task.name()
         && report.weights == "ema"
