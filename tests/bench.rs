@@ -1,7 +1,7 @@
 //! The benchmark commands at tiny shapes: what their reports carry, not their speed.
 //! - `bench finetune --torch`: both sides run the paper's critic structure (one draw, steps on
 //!   it, split passes) and the actor step; the report carries every figure the docs quote
-//!   (seconds per draw and step, peak RSS, the ratios).
+//!   (seconds per draw and step, peak RSS, the ratios, each baseline's minibatch step).
 //! - `bench parity --device cpu`: the CPU-vs-device comparison's code path with the CPU on
 //!   both sides, where every difference must be exactly 0 (scripts/gpu_check runs it on CUDA).
 
@@ -33,6 +33,10 @@ fn bench_finetune_reports_both_sides() {
         }
     }
     positive("/rust_tch/peak_rss_mb_after_rldt");
+    for method in ["reinflow", "fpo", "dppo"] {
+        positive(&format!("/rust_tch/{method}_minibatch_step_s"));
+        positive(&format!("/update_s_per_env_step/{method}"));
+    }
     positive("/pytorch_eager/peak_rss_mb");
     for key in ["critic_batch_draw", "critic_step", "critic_call_32_steps", "actor_step"] {
         positive(&format!("/tch_over_torch/{key}"));

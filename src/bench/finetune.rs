@@ -174,12 +174,14 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let peak_rss_mb = super::peak_rss_mb();
     let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
     let fpo_s = time_on_policy_step("fpo", &dir, &spec, options, device, &mut rng, &time)?;
+    let dppo_s = time_on_policy_step("dppo", &dir, &spec, options, device, &mut rng, &time)?;
     // Update seconds per env step at each algorithm's paper schedule (51,200 env steps per
     // iteration: 64 envs × 2 episodes × 400 steps).
     let env_steps = 51_200.0;
     let rldt_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * actor_s);
     let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
     let fpo_update_s = 10.0 * 20.0 * fpo_s;
+    let dppo_update_s = 10.0 * 20.0 * dppo_s;
     let mut report = json!({
         "bench": "finetune",
         "machine": super::cpu_description(),
@@ -195,12 +197,13 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         },
         "steps_timed": options.steps,
         "mini_batch_split": options.mini_batch_split,
-        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s},
+        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s, "dppo_minibatch_step_s": dppo_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
         "update_s_per_env_step": {
             "rldt": rldt_update_s / env_steps,
             "reinflow": reinflow_update_s / env_steps,
             "fpo": fpo_update_s / env_steps,
+            "dppo": dppo_update_s / env_steps,
         },
     });
     if let Some(torch) = torch {
@@ -266,7 +269,7 @@ fn run_torch(
     super::baseline_result(&script, output, 12)
 }
 
-/// One minibatch step of an on-policy baseline (`algorithm`: `reinflow` or `fpo`, with the
+/// One minibatch step of an on-policy baseline (`algorithm`: `reinflow`, `fpo` or `dppo`, with the
 /// settings of `configs/finetune/square_<algorithm>.json`) on synthetic chunks: the update's
 /// whole cost per minibatch.
 fn time_on_policy_step(
@@ -286,16 +289,23 @@ fn time_on_policy_step(
     ppo.minibatch_size = options.reinflow_minibatch;
     ppo.target_kl = None;
     let d = spec.config.pred_horizon * spec.action_dim;
-    let (mut learner, width): (Box<dyn OnPolicyLearnerStep>, i64) = match config.reinflow {
-        Some(mut chain) => {
-            chain.denoising_steps = spec.config.num_denoising_steps;
-            let width = (chain.denoising_steps + 1) * d;
-            (Box::new(crate::rl::reinflow::Reinflow::new(dir, &chain, &ppo, device)?), width)
+    let k = spec.config.num_denoising_steps;
+    let (mut learner, width): (Box<dyn OnPolicyLearnerStep>, i64) = match (config.reinflow, config.fpo, config.dppo) {
+        (Some(mut chain), _, _) => {
+            chain.denoising_steps = k;
+            (Box::new(crate::rl::reinflow::Reinflow::new(dir, &chain, &ppo, device)?), (k + 1) * d)
         }
-        None => {
-            let fpo = config.fpo.expect("an fpo config has an fpo section");
+        (_, Some(fpo), _) => {
             let n = fpo.samples_per_chunk as i64;
             (Box::new(crate::rl::fpo::Fpo::new(dir, &fpo, &ppo, device)?), d + n + n * d + n)
+        }
+        (_, _, Some(mut dppo)) => {
+            dppo.denoising_steps = k;
+            (Box::new(crate::rl::dppo::Dppo::new(dir, &dppo, &ppo, device)?), (k + 1) * d + k)
+        }
+        _ => {
+            let message = "no `reinflow`, `fpo` or `dppo` section".into();
+            return Err(crate::error::Error::Config { file: file.into(), message });
         }
     };
     let chunks = options.chunks.max(1);
