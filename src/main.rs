@@ -13,7 +13,7 @@ use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
 use rldt_vision::toy::{run_toy, ToyOptions, ToyReport};
-use rldt_vision::toy_baselines::{run_toy_fpo, run_toy_reinflow};
+use rldt_vision::toy_baselines::{run_toy_dppo, run_toy_fpo, run_toy_reinflow};
 use rldt_vision::viz::{Recorder, Sink};
 
 /// The device, threads and run directory a training run starts with (stderr).
@@ -147,8 +147,12 @@ fn run() -> anyhow::Result<()> {
                 let field = match method.as_str() {
                     "svgd" => FieldKind::Svgd,
                     "delta" => FieldKind::Delta,
-                    "reinflow" | "fpo" => {
-                        let run = if method == "fpo" { run_toy_fpo } else { run_toy_reinflow };
+                    "reinflow" | "fpo" | "dppo" => {
+                        let run = match method.as_str() {
+                            "fpo" => run_toy_fpo,
+                            "dppo" => run_toy_dppo,
+                            _ => run_toy_reinflow,
+                        };
                         let reports: Vec<ToyReport> = (seeds.iter())
                             .map(|&seed| {
                                 let (steps, lr, n) = (options.pretrain_steps, options.actor_lr, options.samples);
@@ -160,7 +164,7 @@ fn run() -> anyhow::Result<()> {
                         print_toy_summary(method, &reports);
                         continue;
                     }
-                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta, reinflow or fpo)"),
+                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta, reinflow, fpo or dppo)"),
                 };
                 let reports = (seeds.iter())
                     .map(|&seed| run_toy_recorded(&ToyOptions { field, seed, ..options.clone() }, &record_dir, &sink))

@@ -9,6 +9,9 @@
 //! - FPO++: the policy's own ODE samples, 8 (τ, ε) draws each with their CFM losses; per-draw
 //!   ratios under the asymmetric trust region (`rl::fpo`); one AdamW step for the policy; no
 //!   KL stop (as `square_fpo.json`: the CFM-loss ratio's "KL" is no divergence of the policy).
+//! - DPPO: chains with σ = 0.1 at every Euler step (`rl::dppo`) and their per-step ℓ_old; the
+//!   per-step clipped surrogate with its denoising discount; one AdamW step for the policy; no
+//!   KL stop (DPPO's Square config stops at 1).
 //! The report describes plain ODE samples (noise off), as RLDT's toy report does.
 
 use tch::{nn, Device, Kind, Tensor};
@@ -16,6 +19,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::optim::AdamW;
 use crate::policy::flow;
 use crate::policy::FlowPolicy;
+use crate::rl::dppo::{dppo_surrogate, sample_fixed_noise_chain, step_log_probs, step_means, DppoSettings};
 use crate::rl::fpo::{fpo_log_ratio, trust_region_loss, TrustRegion};
 use crate::rl::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
 use crate::rl::ppo::{clip_gradients, clipped_surrogate, normalize_advantages};
@@ -201,6 +205,90 @@ pub fn run_toy_fpo(
     }
     ToyReport {
         method: "fpo".into(),
+        seed,
+        pretrained,
+        finetuned: describe(&sample(&policy, samples)),
+        actor_steps: steps_taken,
+        history,
+    }
+}
+
+/// Pretrains like RLDT's toy (same seed, same data, same steps), then runs DPPO on the flow
+/// policy: the settings of `square_state_dppo.json` (σ 0.1 per step, per-step clip 0.001 → the
+/// ReinFlow clip option (0.01 by default, as DPPO's last step), denoising discount 0.99), every
+/// Euler step fine-tuned, no KL stop (DPPO's config stops at a KL of 1, in effect never).
+pub fn run_toy_dppo(
+    seed: i64,
+    pretrain_steps: i64,
+    actor_lr: f64,
+    samples: i64,
+    options: &ToyReinflowOptions,
+) -> ToyReport {
+    let (vs, policy) = pretrained_toy_policy(seed, pretrain_steps);
+    let pretrained = describe(&sample(&policy, samples));
+
+    let settings = DppoSettings {
+        denoising_steps: policy.spec().config.num_denoising_steps,
+        std: 0.1,
+        noise_clip: 3.0,
+        log_prob_clip: [-5.0, 2.0],
+        denoising_discount: 0.99,
+        first_step_clip_ratio: 0.001,
+        clip_ratio_rate: 3.0,
+    };
+    let k = settings.denoising_steps;
+    let horizons = (policy.spec().config.pred_horizon, policy.spec().config.exec_horizon);
+    let (clips, discounts) = (settings.step_clip_ratios(options.reinflow_clip), settings.step_discounts());
+    let mut optimizer = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.0);
+    let mut history = Vec::new();
+    let mut steps_taken = 0i64;
+    for iteration in 0..=options.reinflow_iterations {
+        let cloud = describe(&sample(&policy, 512));
+        history.push((steps_taken, cloud.near_peak, cloud.left_share));
+        if iteration == options.reinflow_iterations {
+            break;
+        }
+        let n = options.reinflow_chains;
+        let cond = tch::no_grad(|| policy.condition(&constant_states(n), false));
+        let chain = sample_fixed_noise_chain(&policy, &cond, &settings);
+        let old_log_probs = tch::no_grad(|| {
+            step_log_probs(
+                &chain,
+                &step_means(&policy, &cond, &chain, k),
+                settings.std,
+                horizons,
+                settings.log_prob_clip,
+            )
+        }); // [K', n]
+        let rewards = q_and_grad(&chain.get(k)).0;
+        for _ in 0..options.reinflow_epochs {
+            let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+            let mut start = 0;
+            while start < n {
+                let size = options.reinflow_minibatch.min(n - start);
+                let rows = order.narrow(0, start, size);
+                start += size;
+                let cond = policy.condition(&constant_states(size), true);
+                let chain = chain.index_select(1, &rows);
+                let means = step_means(&policy, &cond, &chain, k);
+                let log_probs = step_log_probs(&chain, &means, settings.std, horizons, settings.log_prob_clip);
+                let advantages = normalize_advantages(&rewards.index_select(0, &rows));
+                let surrogate = dppo_surrogate(
+                    &(log_probs - old_log_probs.index_select(1, &rows)),
+                    &advantages,
+                    &clips,
+                    &discounts,
+                );
+                optimizer.zero_grad();
+                surrogate.loss.backward();
+                clip_gradients(&vs.trainable_variables(), 25.0);
+                optimizer.step(actor_lr);
+                steps_taken += 1;
+            }
+        }
+    }
+    ToyReport {
+        method: "dppo".into(),
         seed,
         pretrained,
         finetuned: describe(&sample(&policy, samples)),

@@ -94,6 +94,30 @@ pub fn step_log_probs(chain: &Tensor, means: &Tensor, std: f64, executed: (i64, 
     )
 }
 
+/// μ_k for every step of stored chains [K' + 1, B, D] under `policy` → [K', B, D].
+pub fn step_means(policy: &FlowPolicy, cond: &Tensor, chain: &Tensor, steps: i64) -> Tensor {
+    let means: Vec<Tensor> = (0..steps).map(|k| transition_mean(policy, cond, &chain.get(k), k, steps, None)).collect();
+    Tensor::stack(&means, 0)
+}
+
+/// A chain per condition [B, C] → [K' + 1, B, D] (no gradient; libtorch's RNG).
+pub fn sample_fixed_noise_chain(policy: &FlowPolicy, cond: &Tensor, settings: &DppoSettings) -> Tensor {
+    let steps = settings.denoising_steps;
+    tch::no_grad(|| {
+        let mut chain = vec![policy.initial_noise(cond.size()[0], false)];
+        for k in 0..steps {
+            let mean = transition_mean(policy, cond, &chain[k as usize], k, steps, None);
+            let epsilon = mean.randn_like().clamp(-settings.noise_clip, settings.noise_clip);
+            let mut next = mean + epsilon * settings.std;
+            if k == steps - 1 {
+                next = next.clamp(-1.0, 1.0);
+            }
+            chain.push(next);
+        }
+        Tensor::stack(&chain, 0)
+    })
+}
+
 /// DPPO's clipped surrogate as a loss, with its diagnostics: log ρ [K', B] (with gradient),
 /// normalised Â [B], per-step clips ε_k and discounts [K'].
 pub fn dppo_surrogate(log_ratio: &Tensor, advantages: &Tensor, clips: &[f64], discounts: &[f64]) -> DppoSurrogate {
@@ -190,28 +214,10 @@ impl Dppo {
         (config.pred_horizon, config.exec_horizon)
     }
 
-    /// μ_k for every step of stored chains [K' + 1, B, D] under the current θ → [K', B, D].
-    fn step_means(&self, cond: &Tensor, chain: &Tensor) -> Tensor {
-        let steps = self.dppo.denoising_steps;
-        let means: Vec<Tensor> =
-            (0..steps).map(|k| transition_mean(&self.actor, cond, &chain.get(k), k, steps, None)).collect();
-        Tensor::stack(&means, 0)
-    }
-
-    /// A chain per condition [B, C] → [K' + 1, B, D] (no gradient; libtorch's RNG).
-    fn sample_chain(&self, cond: &Tensor) -> Tensor {
-        let steps = self.dppo.denoising_steps;
-        let mut chain = vec![self.actor.initial_noise(cond.size()[0], false)];
-        for k in 0..steps {
-            let mean = transition_mean(&self.actor, cond, &chain[k as usize], k, steps, None);
-            let epsilon = mean.randn_like().clamp(-self.dppo.noise_clip, self.dppo.noise_clip);
-            let mut next = mean + epsilon * self.dppo.std;
-            if k == steps - 1 {
-                next = next.clamp(-1.0, 1.0);
-            }
-            chain.push(next);
-        }
-        Tensor::stack(&chain, 0)
+    /// ℓ_k [K', B] of stored chains under the current θ.
+    fn log_probs(&self, cond: &Tensor, chain: &Tensor) -> Tensor {
+        let means = step_means(&self.actor, cond, chain, self.dppo.denoising_steps);
+        step_log_probs(chain, &means, self.dppo.std, self.horizons(), self.dppo.log_prob_clip)
     }
 }
 
@@ -227,14 +233,8 @@ impl OnPolicyLearner for Dppo {
     fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
         tch::no_grad(|| {
             let cond = self.actor.condition(obs, false);
-            let chain = self.sample_chain(&cond);
-            let log_probs = step_log_probs(
-                &chain,
-                &self.step_means(&cond, &chain),
-                self.dppo.std,
-                self.horizons(),
-                self.dppo.log_prob_clip,
-            ); // [K', B]
+            let chain = sample_fixed_noise_chain(&self.actor, &cond, &self.dppo);
+            let log_probs = self.log_probs(&cond, &chain); // [K', B]
             let b = cond.size()[0];
             let replay = Tensor::cat(&[chain.permute([1, 0, 2]).reshape([b, -1]), log_probs.transpose(0, 1)], 1);
             let replay: Vec<f32> = replay.to_device(Device::Cpu).contiguous().view([-1]).try_into().expect("f32");
@@ -276,13 +276,7 @@ impl OnPolicyLearner for Dppo {
                 let chain = parts[0].view([b, steps + 1, d]).permute([1, 0, 2]);
                 let old_log_probs = parts[1].transpose(0, 1); // [K', B]
                 let cond = self.actor.condition(&obs, ppo.augment);
-                let new_log_probs = step_log_probs(
-                    &chain,
-                    &self.step_means(&cond, &chain),
-                    self.dppo.std,
-                    self.horizons(),
-                    self.dppo.log_prob_clip,
-                );
+                let new_log_probs = self.log_probs(&cond, &chain);
                 let surrogate = dppo_surrogate(
                     &(&new_log_probs - old_log_probs),
                     &normalize_advantages(&batch_advantages),
