@@ -64,7 +64,8 @@ for label, seeds in sorted(runs.items()):
     mean = [sum(next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()) / len(seeds) for s in common]
     means[label] = dict(zip(common, mean))
     name = names.get(label, label)
-    line, = ax.plot(common, mean, color=c, lw=2.5, label=f"{name}, mean of {len(seeds)} seeds")
+    seed_count = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    line, = ax.plot(common, mean, color=c, lw=2.5, label=f"{name}, mean of {seed_count}" if len(seeds) > 1 else f"{name}, {seed_count}")
     if len(seeds) > 1:
         rates = [[next(e["success_rate"] for e in evs if e["env_steps"] == s) for evs in seeds.values()] for s in common]
         ax.fill_between(common, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.12)
@@ -73,8 +74,12 @@ for label, mean in sorted(means.items()):
 ax.set_xlabel("training env steps (evaluation steps not counted)")
 ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
 ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=11)
-ax.set_ylim(0, 1)
-ax.legend(loc="lower right", fontsize=8)
+# The whole range when the curves use it; otherwise up to the highest interval plus a margin
+# (at least 0.5), with the legend in the upper right, clear of curves that stay low.
+highest = max(e["success_rate_high"] for seeds in runs.values() for evs in seeds.values() for e in evs)
+top = 1.0 if highest > 0.6 else max(0.5, round(highest + 0.1, 1))
+ax.set_ylim(0, top)
+ax.legend(loc="upper right" if top < 1.0 else "lower right", fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=120)
 print(f"wrote {out} (cells: success rate over {n} episodes, 95% Wilson interval in brackets)")
