@@ -20,17 +20,14 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use super::critic::init_encoder_from_actor;
+use super::actor_value::{ActorAndValue, ActorValueCounters};
 use super::noisy_chain::transition_mean;
 use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
-use super::ppo::{clip_gradients, normalize_advantages, PpoSettings, RunningReturnScale};
-use super::reinflow::{finite, ACTOR_OPTIMIZER_FILE, VALUE_FILE, VALUE_OPTIMIZER_FILE};
-use super::value::ValueNet;
-use crate::error::{Error, Result};
-use crate::optim::AdamW;
-use crate::policy::checkpoint::{self, Weights};
+use super::ppo::{normalize_advantages, PpoSettings};
+use super::reinflow::finite;
+use crate::error::Result;
 use crate::policy::{FlowPolicy, ObsBatch};
 use crate::train::metrics::{field_means, Metrics};
 use rldt_datasets::random::SplitMix64;
@@ -163,82 +160,53 @@ pub struct DppoStats {
     pub return_scale: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DppoCounters {
-    pub actor_optimizer_steps: i64,
-    pub value_optimizer_steps: i64,
-    pub return_scale: RunningReturnScale,
-}
-
-/// What DPPO trains: the actor (the flow policy, its K set to K'), V_ψ, one AdamW per VarStore.
+/// What DPPO trains: the actor (the flow policy, its K set to K') and V_ψ (`rl::actor_value`).
 pub struct Dppo {
-    pub actor_vs: nn::VarStore,
-    pub actor: FlowPolicy,
-    pub value_vs: nn::VarStore,
-    pub value: ValueNet,
-    actor_optimizer: AdamW,
-    value_optimizer: AdamW,
+    pub nets: ActorAndValue,
     pub dppo: DppoSettings,
     pub ppo: PpoSettings,
-    pub return_scale: RunningReturnScale,
 }
 
 impl Dppo {
     /// The actor from the pretrained checkpoint's EMA weights (its K set to K'); V's encoder
     /// from the actor's.
     pub fn new(pretrained: &Path, dppo: &DppoSettings, ppo: &PpoSettings, device: Device) -> Result<Self> {
-        let (actor_vs, mut actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
-        actor.set_denoising_steps(dppo.denoising_steps);
-        let value_vs = nn::VarStore::new(device);
-        let value = ValueNet::new(&value_vs.root(), actor.spec(), &ppo.value_hidden)
-            .map_err(crate::policy::PolicyError::from)?;
-        init_encoder_from_actor(&value_vs, &actor_vs)
-            .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
-        Ok(Self {
-            actor_optimizer: AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0),
-            value_optimizer: AdamW::new(&value_vs, 0.9, 0.999, 1e-8, 0.0),
-            actor_vs,
-            actor,
-            value_vs,
-            value,
-            dppo: dppo.clone(),
-            ppo: ppo.clone(),
-            return_scale: RunningReturnScale::default(),
-        })
+        let nets = ActorAndValue::new(pretrained, ppo, Some(dppo.denoising_steps), device)?;
+        Ok(Self { nets, dppo: dppo.clone(), ppo: ppo.clone() })
     }
 
     /// (Tp, Ta) of the policy's chunks.
     fn horizons(&self) -> (i64, i64) {
-        let config = &self.actor.spec().config;
+        let config = &self.nets.actor.spec().config;
         (config.pred_horizon, config.exec_horizon)
     }
 
     /// ℓ_k [K', B] of stored chains under the current θ.
     fn log_probs(&self, cond: &Tensor, chain: &Tensor) -> Tensor {
-        let means = step_means(&self.actor, cond, chain, self.dppo.denoising_steps);
+        let means = step_means(&self.nets.actor, cond, chain, self.dppo.denoising_steps);
         step_log_probs(chain, &means, self.dppo.std, self.horizons(), self.dppo.log_prob_clip)
     }
 }
 
 impl OnPolicyLearner for Dppo {
-    type Counters = DppoCounters;
+    type Counters = ActorValueCounters;
 
     fn actor(&self) -> &FlowPolicy {
-        &self.actor
+        &self.nets.actor
     }
 
     /// One noisy chain per state: the executed chunks [B, D] and per state the chain
     /// [(K' + 1)·D] followed by its ℓ_old per step [K'], and V_old(s).
     fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
         tch::no_grad(|| {
-            let cond = self.actor.condition(obs, false);
-            let chain = sample_fixed_noise_chain(&self.actor, &cond, &self.dppo);
+            let cond = self.nets.actor.condition(obs, false);
+            let chain = sample_fixed_noise_chain(&self.nets.actor, &cond, &self.dppo);
             let log_probs = self.log_probs(&cond, &chain); // [K', B]
             let b = cond.size()[0];
             let replay = Tensor::cat(&[chain.permute([1, 0, 2]).reshape([b, -1]), log_probs.transpose(0, 1)], 1);
             let replay: Vec<f32> = replay.to_device(Device::Cpu).contiguous().view([-1]).try_into().expect("f32");
-            let values: Vec<f32> = self.value.forward_t(obs, false).to_device(Device::Cpu).try_into().expect("f32");
+            let values: Vec<f32> =
+                self.nets.value.forward_t(obs, false).to_device(Device::Cpu).try_into().expect("f32");
             let width = replay.len() / b as usize;
             let samples = (0..b as usize)
                 .map(|i| ChunkSample {
@@ -260,10 +228,10 @@ impl OnPolicyLearner for Dppo {
         rng: &mut SplitMix64,
     ) -> Result<Metrics> {
         let ppo = self.ppo.clone();
-        let device = self.actor.device();
-        let prepared = advantages(trajectories, &self.value, &mut self.return_scale, &ppo, device);
+        let device = self.nets.actor.device();
+        let prepared = advantages(trajectories, &self.nets.value, &mut self.nets.return_scale, &ppo, device);
         let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
-        let (steps, d) = (self.dppo.denoising_steps, self.actor.action_numbers());
+        let (steps, d) = (self.dppo.denoising_steps, self.nets.actor.action_numbers());
         let (clips, discounts) = (self.dppo.step_clip_ratios(ppo.clip_ratio), self.dppo.step_discounts());
         let mut stats = Vec::new();
         'epochs: for _ in 0..ppo.update_epochs {
@@ -275,7 +243,7 @@ impl OnPolicyLearner for Dppo {
                 let parts = replay.split_with_sizes([(steps + 1) * d, steps], 1);
                 let chain = parts[0].view([b, steps + 1, d]).permute([1, 0, 2]);
                 let old_log_probs = parts[1].transpose(0, 1); // [K', B]
-                let cond = self.actor.condition(&obs, ppo.augment);
+                let cond = self.nets.actor.condition(&obs, ppo.augment);
                 let new_log_probs = self.log_probs(&cond, &chain);
                 let surrogate = dppo_surrogate(
                     &(&new_log_probs - old_log_probs),
@@ -283,7 +251,7 @@ impl OnPolicyLearner for Dppo {
                     &clips,
                     &discounts,
                 );
-                let values = self.value.forward_t(&obs, ppo.augment);
+                let values = self.nets.value.forward_t(&obs, ppo.augment);
                 let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
                 let loss = if train_actor {
                     &surrogate.loss + &value_loss * ppo.value_coef
@@ -291,19 +259,10 @@ impl OnPolicyLearner for Dppo {
                     &value_loss * ppo.value_coef
                 };
                 finite(&loss, iteration, "DPPO loss")?;
-                self.actor_optimizer.zero_grad();
-                self.value_optimizer.zero_grad();
+                self.nets.zero_grad();
                 loss.backward();
-                let actor_grad_norm = if train_actor {
-                    clip_gradients(&self.actor_vs.trainable_variables(), ppo.max_grad_norm)
-                } else {
-                    0.0
-                };
-                let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
-                if train_actor {
-                    self.actor_optimizer.step(actor_lr);
-                }
-                self.value_optimizer.step(value_lr);
+                let (actor_grad_norm, value_grad_norm) =
+                    self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
                 stats.push(DppoStats {
                     policy_loss: surrogate.loss.double_value(&[]),
                     value_loss: value_loss.double_value(&[]),
@@ -327,27 +286,12 @@ impl OnPolicyLearner for Dppo {
         Ok(metrics)
     }
 
-    /// The actor's `policy.json` carries K', so `eval` runs the policy as it was trained.
-    fn save(&self, dir: &Path) -> Result<DppoCounters> {
-        checkpoint::save_spec(self.actor.spec(), dir)?;
-        checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
-        checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;
-        self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;
-        self.value_optimizer.save(&dir.join(VALUE_OPTIMIZER_FILE))?;
-        Ok(DppoCounters {
-            actor_optimizer_steps: self.actor_optimizer.steps_taken(),
-            value_optimizer_steps: self.value_optimizer.steps_taken(),
-            return_scale: self.return_scale.clone(),
-        })
+    fn save(&self, dir: &Path) -> Result<ActorValueCounters> {
+        self.nets.save(dir)
     }
 
-    fn load(&mut self, dir: &Path, counters: DppoCounters) -> Result<()> {
-        checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
-        checkpoint::load_weights(&mut self.value_vs, &dir.join(VALUE_FILE))?;
-        self.actor_optimizer.load(&dir.join(ACTOR_OPTIMIZER_FILE), counters.actor_optimizer_steps)?;
-        self.value_optimizer.load(&dir.join(VALUE_OPTIMIZER_FILE), counters.value_optimizer_steps)?;
-        self.return_scale = counters.return_scale;
-        Ok(())
+    fn load(&mut self, dir: &Path, counters: ActorValueCounters) -> Result<()> {
+        self.nets.load(dir, counters)
     }
 }
 

@@ -23,16 +23,13 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use super::critic::init_encoder_from_actor;
+use super::actor_value::{ActorAndValue, ActorValueCounters};
 use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
-use super::ppo::{clip_gradients, normalize_advantages, PpoSettings, RunningReturnScale};
-use super::reinflow::{finite, VALUE_FILE, VALUE_OPTIMIZER_FILE};
-use super::value::ValueNet;
-use crate::error::{Error, Result};
-use crate::optim::AdamW;
-use crate::policy::checkpoint::{self, Weights};
+use super::ppo::{normalize_advantages, PpoSettings};
+use super::reinflow::finite;
+use crate::error::Result;
 use crate::policy::{flow, FlowPolicy, ObsBatch};
 use crate::train::metrics::{field_means, Metrics};
 use rldt_datasets::random::SplitMix64;
@@ -139,49 +136,17 @@ pub struct FpoStats {
     pub return_scale: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FpoCounters {
-    pub actor_optimizer_steps: i64,
-    pub value_optimizer_steps: i64,
-    pub return_scale: RunningReturnScale,
-}
-
-/// What FPO++ trains: the actor (the flow policy), V_ψ, one AdamW per VarStore.
+/// What FPO++ trains: the actor (the flow policy) and V_ψ (`rl::actor_value`).
 pub struct Fpo {
-    pub actor_vs: nn::VarStore,
-    pub actor: FlowPolicy,
-    pub value_vs: nn::VarStore,
-    pub value: ValueNet,
-    actor_optimizer: AdamW,
-    value_optimizer: AdamW,
+    pub nets: ActorAndValue,
     pub fpo: FpoSettings,
     pub ppo: PpoSettings,
-    pub return_scale: RunningReturnScale,
 }
-
-pub const ACTOR_OPTIMIZER_FILE: &str = "actor_optimizer.safetensors";
 
 impl Fpo {
     /// The actor from the pretrained checkpoint's EMA weights; V's encoder from the actor's.
     pub fn new(pretrained: &Path, fpo: &FpoSettings, ppo: &PpoSettings, device: Device) -> Result<Self> {
-        let (actor_vs, actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
-        let value_vs = nn::VarStore::new(device);
-        let value = ValueNet::new(&value_vs.root(), actor.spec(), &ppo.value_hidden)
-            .map_err(crate::policy::PolicyError::from)?;
-        init_encoder_from_actor(&value_vs, &actor_vs)
-            .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
-        Ok(Self {
-            actor_optimizer: AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0),
-            value_optimizer: AdamW::new(&value_vs, 0.9, 0.999, 1e-8, 0.0),
-            actor_vs,
-            actor,
-            value_vs,
-            value,
-            fpo: fpo.clone(),
-            ppo: ppo.clone(),
-            return_scale: RunningReturnScale::default(),
-        })
+        Ok(Self { nets: ActorAndValue::new(pretrained, ppo, None, device)?, fpo: fpo.clone(), ppo: ppo.clone() })
     }
 
     /// ℓ_θ of every draw (uncapped): cond [B, C], actions [B, D], τ [B, N], ε [B, N, D] → [B, N].
@@ -192,41 +157,42 @@ impl Fpo {
         let t = tau.reshape([b * n, 1]);
         let cond = cond.unsqueeze(1).expand([b, n, cond.size()[1]], false).reshape([b * n, -1]);
         let x_t = flow::interpolate(&eps, &a, &t);
-        let error = self.actor.velocity(&x_t, &t, &cond) - flow::target_velocity(&eps, &a);
-        let pred_horizon = self.actor.spec().config.pred_horizon;
+        let error = self.nets.actor.velocity(&x_t, &t, &cond) - flow::target_velocity(&eps, &a);
+        let pred_horizon = self.nets.actor.spec().config.pred_horizon;
         reduce_cfm_loss(&error.square(), pred_horizon, self.fpo.cfm_loss_reduction).view([b, n])
     }
 
     /// Splits replay numbers [B, D + N + N·D + N] into (a, τ, ε, ℓ_old).
     fn unpack(&self, replay: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
-        let (b, d, n) = (replay.size()[0], self.actor.action_numbers(), self.fpo.samples_per_chunk as i64);
+        let (b, d, n) = (replay.size()[0], self.nets.actor.action_numbers(), self.fpo.samples_per_chunk as i64);
         let parts = replay.split_with_sizes([d, n, n * d, n], 1);
         (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].view([b, n, d]), parts[3].shallow_clone())
     }
 }
 
 impl OnPolicyLearner for Fpo {
-    type Counters = FpoCounters;
+    type Counters = ActorValueCounters;
 
     fn actor(&self) -> &FlowPolicy {
-        &self.actor
+        &self.nets.actor
     }
 
     /// The policy's own ODE sample per state, N fresh (τ, ε) draws with their ℓ_old, V_old(s).
     /// Replay numbers per chunk: a [D], τ [N], ε [N·D], ℓ_old [N].
     fn act(&self, obs: &ObsBatch) -> (Tensor, Vec<ChunkSample>) {
         tch::no_grad(|| {
-            let cond = self.actor.condition(obs, false);
+            let cond = self.nets.actor.condition(obs, false);
             let b = cond.size()[0];
-            let k = self.actor.spec().config.num_denoising_steps;
-            let actions = self.actor.sample_chain(&cond, &self.actor.initial_noise(b, false)).get(k);
-            let (n, d) = (self.fpo.samples_per_chunk as i64, self.actor.action_numbers());
+            let k = self.nets.actor.spec().config.num_denoising_steps;
+            let actions = self.nets.actor.sample_chain(&cond, &self.nets.actor.initial_noise(b, false)).get(k);
+            let (n, d) = (self.fpo.samples_per_chunk as i64, self.nets.actor.action_numbers());
             let tau = Tensor::rand([b, n], (Kind::Float, cond.device()));
             let epsilon = Tensor::randn([b, n, d], (Kind::Float, cond.device()));
             let losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
             let replay = Tensor::cat(&[actions.shallow_clone(), tau, epsilon.view([b, n * d]), losses], 1);
             let replay: Vec<f32> = replay.to_device(Device::Cpu).contiguous().view([-1]).try_into().expect("f32");
-            let values: Vec<f32> = self.value.forward_t(obs, false).to_device(Device::Cpu).try_into().expect("f32");
+            let values: Vec<f32> =
+                self.nets.value.forward_t(obs, false).to_device(Device::Cpu).try_into().expect("f32");
             let width = replay.len() / b as usize;
             let samples = (0..b as usize)
                 .map(|i| ChunkSample {
@@ -248,8 +214,8 @@ impl OnPolicyLearner for Fpo {
         rng: &mut SplitMix64,
     ) -> Result<Metrics> {
         let ppo = self.ppo.clone();
-        let device = self.actor.device();
-        let prepared = advantages(trajectories, &self.value, &mut self.return_scale, &ppo, device);
+        let device = self.nets.actor.device();
+        let prepared = advantages(trajectories, &self.nets.value, &mut self.nets.return_scale, &ppo, device);
         let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
         let mut stats = Vec::new();
         'epochs: for _ in 0..ppo.update_epochs {
@@ -258,7 +224,7 @@ impl OnPolicyLearner for Fpo {
             for rows in order.chunks(ppo.minibatch_size.max(1)) {
                 let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
                 let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
-                let cond = self.actor.condition(&obs, ppo.augment);
+                let cond = self.nets.actor.condition(&obs, ppo.augment);
                 let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
                 let log_ratio = fpo_log_ratio(
                     &old_losses,
@@ -269,7 +235,7 @@ impl OnPolicyLearner for Fpo {
                 );
                 let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
                 let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
-                let values = self.value.forward_t(&obs, ppo.augment);
+                let values = self.nets.value.forward_t(&obs, ppo.augment);
                 let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
                 let loss = if train_actor {
                     &policy_loss + &value_loss * ppo.value_coef
@@ -277,19 +243,10 @@ impl OnPolicyLearner for Fpo {
                     &value_loss * ppo.value_coef
                 };
                 finite(&loss, iteration, "FPO loss")?;
-                self.actor_optimizer.zero_grad();
-                self.value_optimizer.zero_grad();
+                self.nets.zero_grad();
                 loss.backward();
-                let actor_grad_norm = if train_actor {
-                    clip_gradients(&self.actor_vs.trainable_variables(), ppo.max_grad_norm)
-                } else {
-                    0.0
-                };
-                let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
-                if train_actor {
-                    self.actor_optimizer.step(actor_lr);
-                }
-                self.value_optimizer.step(value_lr);
+                let (actor_grad_norm, value_grad_norm) =
+                    self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
                 let cfm_loss_capped = match self.fpo.cfm_loss_clip {
                     Some(cap) => {
                         tch::no_grad(|| new_losses.gt(cap).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
@@ -326,26 +283,12 @@ impl OnPolicyLearner for Fpo {
         Ok(metrics)
     }
 
-    fn save(&self, dir: &Path) -> Result<FpoCounters> {
-        checkpoint::save_spec(self.actor.spec(), dir)?;
-        checkpoint::save_weights(&self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
-        checkpoint::save_weights(&self.value_vs, &dir.join(VALUE_FILE))?;
-        self.actor_optimizer.save(&dir.join(ACTOR_OPTIMIZER_FILE))?;
-        self.value_optimizer.save(&dir.join(VALUE_OPTIMIZER_FILE))?;
-        Ok(FpoCounters {
-            actor_optimizer_steps: self.actor_optimizer.steps_taken(),
-            value_optimizer_steps: self.value_optimizer.steps_taken(),
-            return_scale: self.return_scale.clone(),
-        })
+    fn save(&self, dir: &Path) -> Result<ActorValueCounters> {
+        self.nets.save(dir)
     }
 
-    fn load(&mut self, dir: &Path, counters: FpoCounters) -> Result<()> {
-        checkpoint::load_weights(&mut self.actor_vs, &dir.join(checkpoint::ONLINE_WEIGHTS_FILE))?;
-        checkpoint::load_weights(&mut self.value_vs, &dir.join(VALUE_FILE))?;
-        self.actor_optimizer.load(&dir.join(ACTOR_OPTIMIZER_FILE), counters.actor_optimizer_steps)?;
-        self.value_optimizer.load(&dir.join(VALUE_OPTIMIZER_FILE), counters.value_optimizer_steps)?;
-        self.return_scale = counters.return_scale;
-        Ok(())
+    fn load(&mut self, dir: &Path, counters: ActorValueCounters) -> Result<()> {
+        self.nets.load(dir, counters)
     }
 }
 

@@ -9,10 +9,12 @@
 //! The on-policy baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running
 //! return scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round and the
 //! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++), [`dppo`]
-//! (DPPO on a flow policy); their loop is `train::onpolicy`.
+//! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
+//! their loop is `train::onpolicy`.
 
 pub mod actor;
 pub mod actor_loss;
+pub mod actor_value;
 pub mod critic;
 pub mod critic_batch;
 pub mod dppo;
