@@ -227,15 +227,7 @@ pub fn run_toy_dppo(
     let (vs, policy) = pretrained_toy_policy(seed, pretrain_steps);
     let pretrained = describe(&sample(&policy, samples));
 
-    let settings = DppoSettings {
-        denoising_steps: policy.spec().config.num_denoising_steps,
-        std: 0.1,
-        noise_clip: 3.0,
-        log_prob_clip: [-5.0, 2.0],
-        denoising_discount: 0.99,
-        first_step_clip_ratio: 0.001,
-        clip_ratio_rate: 3.0,
-    };
+    let settings = DppoSettings::square(policy.spec().config.num_denoising_steps);
     let k = settings.denoising_steps;
     let horizons = (policy.spec().config.pred_horizon, policy.spec().config.exec_horizon);
     let (clips, discounts) = (settings.step_clip_ratios(options.reinflow_clip), settings.step_discounts());

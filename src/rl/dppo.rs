@@ -55,6 +55,19 @@ pub struct DppoSettings {
 }
 
 impl DppoSettings {
+    /// DPPO's Robomimic Square values (`square_state_dppo.json`) with K' = `denoising_steps`.
+    pub fn square(denoising_steps: i64) -> Self {
+        Self {
+            denoising_steps,
+            std: 0.1,
+            noise_clip: 3.0,
+            log_prob_clip: [-5.0, 2.0],
+            denoising_discount: 0.99,
+            first_step_clip_ratio: 0.001,
+            clip_ratio_rate: 3.0,
+        }
+    }
+
     /// ε_k for k = 0..K' (the last one is `last`).
     pub fn step_clip_ratios(&self, last: f64) -> Vec<f64> {
         let steps = self.denoising_steps;
@@ -234,53 +247,44 @@ impl OnPolicyLearner for Dppo {
         let (steps, d) = (self.dppo.denoising_steps, self.nets.actor.action_numbers());
         let (clips, discounts) = (self.dppo.step_clip_ratios(ppo.clip_ratio), self.dppo.step_discounts());
         let mut stats = Vec::new();
-        'epochs: for _ in 0..ppo.update_epochs {
-            let mut order: Vec<usize> = (0..prepared.samples.len()).collect();
-            rng.shuffle(&mut order);
-            for rows in order.chunks(ppo.minibatch_size.max(1)) {
-                let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
-                let b = rows.len() as i64;
-                let parts = replay.split_with_sizes([(steps + 1) * d, steps], 1);
-                let chain = parts[0].view([b, steps + 1, d]).permute([1, 0, 2]);
-                let old_log_probs = parts[1].transpose(0, 1); // [K', B]
-                let cond = self.nets.actor.condition(&obs, ppo.augment);
-                let new_log_probs = self.log_probs(&cond, &chain);
-                let surrogate = dppo_surrogate(
-                    &(&new_log_probs - old_log_probs),
-                    &normalize_advantages(&batch_advantages),
-                    &clips,
-                    &discounts,
-                );
-                let values = self.nets.value.forward_t(&obs, ppo.augment);
-                let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
-                let loss = if train_actor {
-                    &surrogate.loss + &value_loss * ppo.value_coef
-                } else {
-                    &value_loss * ppo.value_coef
-                };
-                finite(&loss, iteration, "DPPO loss")?;
-                self.nets.zero_grad();
-                loss.backward();
-                let (actor_grad_norm, value_grad_norm) =
-                    self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
-                stats.push(DppoStats {
-                    policy_loss: surrogate.loss.double_value(&[]),
-                    value_loss: value_loss.double_value(&[]),
-                    step_log_prob: new_log_probs.mean(Kind::Float).double_value(&[]),
-                    approx_kl: surrogate.approx_kl,
-                    clip_fraction: surrogate.clip_fraction,
-                    ratio: surrogate.ratio_mean,
-                    actor_grad_norm,
-                    value_grad_norm,
-                    advantage_std: batch_advantages.std(true).double_value(&[]),
-                    value_mean: values.mean(Kind::Float).double_value(&[]),
-                    return_scale: prepared.reward_scale,
-                });
-                if train_actor && ppo.target_kl.is_some_and(|kl| surrogate.approx_kl > kl) {
-                    break 'epochs;
-                }
-            }
-        }
+        prepared.minibatch_passes(&ppo, train_actor, rng, |rows| {
+            let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
+            let b = rows.len() as i64;
+            let parts = replay.split_with_sizes([(steps + 1) * d, steps], 1);
+            let chain = parts[0].view([b, steps + 1, d]).permute([1, 0, 2]);
+            let old_log_probs = parts[1].transpose(0, 1); // [K', B]
+            let cond = self.nets.actor.condition(&obs, ppo.augment);
+            let new_log_probs = self.log_probs(&cond, &chain);
+            let surrogate = dppo_surrogate(
+                &(&new_log_probs - old_log_probs),
+                &normalize_advantages(&batch_advantages),
+                &clips,
+                &discounts,
+            );
+            let values = self.nets.value.forward_t(&obs, ppo.augment);
+            let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
+            let loss =
+                if train_actor { &surrogate.loss + &value_loss * ppo.value_coef } else { &value_loss * ppo.value_coef };
+            finite(&loss, iteration, "DPPO loss")?;
+            self.nets.zero_grad();
+            loss.backward();
+            let (actor_grad_norm, value_grad_norm) =
+                self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
+            stats.push(DppoStats {
+                policy_loss: surrogate.loss.double_value(&[]),
+                value_loss: value_loss.double_value(&[]),
+                step_log_prob: new_log_probs.mean(Kind::Float).double_value(&[]),
+                approx_kl: surrogate.approx_kl,
+                clip_fraction: surrogate.clip_fraction,
+                ratio: surrogate.ratio_mean,
+                actor_grad_norm,
+                value_grad_norm,
+                advantage_std: batch_advantages.std(true).double_value(&[]),
+                value_mean: values.mean(Kind::Float).double_value(&[]),
+                return_scale: prepared.reward_scale,
+            });
+            Ok(surrogate.approx_kl)
+        })?;
         let mut metrics = field_means("ppo", &stats);
         metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
         Ok(metrics)
@@ -300,15 +304,7 @@ mod tests {
     use super::*;
 
     fn settings(steps: i64) -> DppoSettings {
-        DppoSettings {
-            denoising_steps: steps,
-            std: 0.1,
-            noise_clip: 3.0,
-            log_prob_clip: [-5.0, 2.0],
-            denoising_discount: 0.99,
-            first_step_clip_ratio: 0.001,
-            clip_ratio_rate: 3.0,
-        }
+        DppoSettings::square(steps)
     }
 
     /// K' = 3, ε_0 = 0.001, ε = 0.01, r = 3: ε_k = 0.001 + 0.009·(e^{1.5k} − 1)/(e³ − 1):

@@ -218,66 +218,57 @@ impl OnPolicyLearner for Fpo {
         let prepared = advantages(trajectories, &self.nets.value, &mut self.nets.return_scale, &ppo, device);
         let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
         let mut stats = Vec::new();
-        'epochs: for _ in 0..ppo.update_epochs {
-            let mut order: Vec<usize> = (0..prepared.samples.len()).collect();
-            rng.shuffle(&mut order);
-            for rows in order.chunks(ppo.minibatch_size.max(1)) {
-                let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
-                let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
-                let cond = self.nets.actor.condition(&obs, ppo.augment);
-                let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
-                let log_ratio = fpo_log_ratio(
-                    &old_losses,
-                    &new_losses,
-                    self.fpo.per_sample_ratio,
-                    self.fpo.cfm_loss_clip,
-                    self.fpo.log_ratio_clip,
-                );
-                let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
-                let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
-                let values = self.nets.value.forward_t(&obs, ppo.augment);
-                let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
-                let loss = if train_actor {
-                    &policy_loss + &value_loss * ppo.value_coef
-                } else {
-                    &value_loss * ppo.value_coef
-                };
-                finite(&loss, iteration, "FPO loss")?;
-                self.nets.zero_grad();
-                loss.backward();
-                let (actor_grad_norm, value_grad_norm) =
-                    self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
-                let cfm_loss_capped = match self.fpo.cfm_loss_clip {
-                    Some(cap) => {
-                        tch::no_grad(|| new_losses.gt(cap).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
-                    }
-                    None => 0.0,
-                };
-                let (approx_kl, clip_fraction, ratio) = tch::no_grad(|| {
-                    let ratio = log_ratio.exp();
-                    let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
-                    let outside = (&ratio - 1.0).abs().gt(ppo.clip_ratio).to_kind(Kind::Float).mean(Kind::Float);
-                    (kl, outside.double_value(&[]), ratio.mean(Kind::Float).double_value(&[]))
-                });
-                stats.push(FpoStats {
-                    policy_loss: policy_loss.double_value(&[]),
-                    value_loss: value_loss.double_value(&[]),
-                    cfm_loss: new_losses.mean(Kind::Float).double_value(&[]),
-                    cfm_loss_capped,
-                    approx_kl,
-                    clip_fraction,
-                    ratio,
-                    actor_grad_norm,
-                    value_grad_norm,
-                    advantage_std: batch_advantages.std(true).double_value(&[]),
-                    value_mean: values.mean(Kind::Float).double_value(&[]),
-                    return_scale: prepared.reward_scale,
-                });
-                if train_actor && ppo.target_kl.is_some_and(|kl| approx_kl > kl) {
-                    break 'epochs;
+        prepared.minibatch_passes(&ppo, train_actor, rng, |rows| {
+            let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
+            let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
+            let cond = self.nets.actor.condition(&obs, ppo.augment);
+            let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
+            let log_ratio = fpo_log_ratio(
+                &old_losses,
+                &new_losses,
+                self.fpo.per_sample_ratio,
+                self.fpo.cfm_loss_clip,
+                self.fpo.log_ratio_clip,
+            );
+            let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
+            let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
+            let values = self.nets.value.forward_t(&obs, ppo.augment);
+            let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
+            let loss =
+                if train_actor { &policy_loss + &value_loss * ppo.value_coef } else { &value_loss * ppo.value_coef };
+            finite(&loss, iteration, "FPO loss")?;
+            self.nets.zero_grad();
+            loss.backward();
+            let (actor_grad_norm, value_grad_norm) =
+                self.nets.clip_and_step(train_actor, ppo.max_grad_norm, actor_lr, value_lr);
+            let cfm_loss_capped = match self.fpo.cfm_loss_clip {
+                Some(cap) => {
+                    tch::no_grad(|| new_losses.gt(cap).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
                 }
-            }
-        }
+                None => 0.0,
+            };
+            let (approx_kl, clip_fraction, ratio) = tch::no_grad(|| {
+                let ratio = log_ratio.exp();
+                let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
+                let outside = (&ratio - 1.0).abs().gt(ppo.clip_ratio).to_kind(Kind::Float).mean(Kind::Float);
+                (kl, outside.double_value(&[]), ratio.mean(Kind::Float).double_value(&[]))
+            });
+            stats.push(FpoStats {
+                policy_loss: policy_loss.double_value(&[]),
+                value_loss: value_loss.double_value(&[]),
+                cfm_loss: new_losses.mean(Kind::Float).double_value(&[]),
+                cfm_loss_capped,
+                approx_kl,
+                clip_fraction,
+                ratio,
+                actor_grad_norm,
+                value_grad_norm,
+                advantage_std: batch_advantages.std(true).double_value(&[]),
+                value_mean: values.mean(Kind::Float).double_value(&[]),
+                return_scale: prepared.reward_scale,
+            });
+            Ok(approx_kl)
+        })?;
         let mut metrics = field_means("ppo", &stats);
         metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
         Ok(metrics)

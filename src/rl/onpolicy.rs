@@ -200,6 +200,30 @@ pub fn advantages(
 }
 
 impl Advantages {
+    /// `ppo.update_epochs` passes over the samples, each in a fresh shuffle (`rng`) cut into
+    /// minibatches of `ppo.minibatch_size`; `step(rows)` runs one minibatch and returns its
+    /// approximate KL; while the actor trains, the passes stop once that exceeds
+    /// `ppo.target_kl`.
+    pub fn minibatch_passes(
+        &self,
+        ppo: &super::ppo::PpoSettings,
+        train_actor: bool,
+        rng: &mut rldt_datasets::random::SplitMix64,
+        mut step: impl FnMut(&[usize]) -> Result<f64>,
+    ) -> Result<()> {
+        for _ in 0..ppo.update_epochs {
+            let mut order: Vec<usize> = (0..self.samples.len()).collect();
+            rng.shuffle(&mut order);
+            for rows in order.chunks(ppo.minibatch_size.max(1)) {
+                let approx_kl = step(rows)?;
+                if train_actor && ppo.target_kl.is_some_and(|kl| approx_kl > kl) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The minibatch's states, replay numbers [B, width], old log-likelihoods, advantages and
     /// targets (each [B]) on `device`.
     pub fn minibatch(

@@ -155,63 +155,56 @@ impl OnPolicyLearner for Reinflow {
         let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
         let (k, d) = (self.chain.denoising_steps, self.actor.action_numbers());
         let mut stats = Vec::new();
-        'epochs: for _ in 0..ppo.update_epochs {
-            let mut order: Vec<usize> = (0..prepared.samples.len()).collect();
-            rng.shuffle(&mut order);
-            for rows in order.chunks(ppo.minibatch_size.max(1)) {
-                let (obs, replay, old_log_prob, batch_advantages, batch_targets) =
-                    prepared.minibatch(trajectories, rows, device);
-                let chain = replay.view([rows.len() as i64, k + 1, d]).permute([1, 0, 2]);
-                let cond = self.actor.condition(&obs, ppo.augment);
-                let (log_prob, entropy) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.chain);
-                let surrogate = clipped_surrogate(
-                    &(log_prob - &old_log_prob),
-                    &normalize_advantages(&batch_advantages),
-                    ppo.clip_ratio,
-                );
-                let values = self.value.forward_t(&obs, ppo.augment);
-                let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
-                let entropy_mean = entropy.mean(Kind::Float);
-                let loss = if train_actor {
-                    &surrogate.loss - &entropy_mean * ppo.entropy_coef + &value_loss * ppo.value_coef
-                } else {
-                    &value_loss * ppo.value_coef
-                };
-                finite(&loss, iteration, "ReinFlow loss")?;
-                self.actor_optimizer.zero_grad();
-                self.noise_optimizer.zero_grad();
-                self.value_optimizer.zero_grad();
-                loss.backward();
-                let mut actor_params = self.actor_vs.trainable_variables();
-                actor_params.extend(self.noise_vs.trainable_variables());
-                let actor_grad_norm = if train_actor { clip_gradients(&actor_params, ppo.max_grad_norm) } else { 0.0 };
-                let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
-                if train_actor {
-                    self.actor_optimizer.step(actor_lr);
-                    self.noise_optimizer.step(actor_lr);
-                }
-                self.value_optimizer.step(value_lr);
-                let noise_std =
-                    tch::no_grad(|| self.noise.std(&cond.detach(), 0.0).mean(Kind::Float).double_value(&[]));
-                stats.push(ReinflowStats {
-                    policy_loss: surrogate.loss.double_value(&[]),
-                    value_loss: value_loss.double_value(&[]),
-                    entropy: entropy_mean.double_value(&[]),
-                    approx_kl: surrogate.approx_kl,
-                    clip_fraction: surrogate.clip_fraction,
-                    ratio: surrogate.ratio_mean,
-                    noise_std,
-                    actor_grad_norm,
-                    value_grad_norm,
-                    advantage_std: batch_advantages.std(true).double_value(&[]),
-                    value_mean: values.mean(Kind::Float).double_value(&[]),
-                    return_scale: prepared.reward_scale,
-                });
-                if train_actor && ppo.target_kl.is_some_and(|kl| surrogate.approx_kl > kl) {
-                    break 'epochs;
-                }
+        prepared.minibatch_passes(&ppo, train_actor, rng, |rows| {
+            let (obs, replay, old_log_prob, batch_advantages, batch_targets) =
+                prepared.minibatch(trajectories, rows, device);
+            let chain = replay.view([rows.len() as i64, k + 1, d]).permute([1, 0, 2]);
+            let cond = self.actor.condition(&obs, ppo.augment);
+            let (log_prob, entropy) = chain_log_prob(&self.actor, &self.noise, &cond, &chain, &self.chain);
+            let surrogate = clipped_surrogate(
+                &(log_prob - &old_log_prob),
+                &normalize_advantages(&batch_advantages),
+                ppo.clip_ratio,
+            );
+            let values = self.value.forward_t(&obs, ppo.augment);
+            let value_loss = (&values - &batch_targets).square().mean(Kind::Float) * 0.5;
+            let entropy_mean = entropy.mean(Kind::Float);
+            let loss = if train_actor {
+                &surrogate.loss - &entropy_mean * ppo.entropy_coef + &value_loss * ppo.value_coef
+            } else {
+                &value_loss * ppo.value_coef
+            };
+            finite(&loss, iteration, "ReinFlow loss")?;
+            self.actor_optimizer.zero_grad();
+            self.noise_optimizer.zero_grad();
+            self.value_optimizer.zero_grad();
+            loss.backward();
+            let mut actor_params = self.actor_vs.trainable_variables();
+            actor_params.extend(self.noise_vs.trainable_variables());
+            let actor_grad_norm = if train_actor { clip_gradients(&actor_params, ppo.max_grad_norm) } else { 0.0 };
+            let value_grad_norm = clip_gradients(&self.value_vs.trainable_variables(), ppo.max_grad_norm);
+            if train_actor {
+                self.actor_optimizer.step(actor_lr);
+                self.noise_optimizer.step(actor_lr);
             }
-        }
+            self.value_optimizer.step(value_lr);
+            let noise_std = tch::no_grad(|| self.noise.std(&cond.detach(), 0.0).mean(Kind::Float).double_value(&[]));
+            stats.push(ReinflowStats {
+                policy_loss: surrogate.loss.double_value(&[]),
+                value_loss: value_loss.double_value(&[]),
+                entropy: entropy_mean.double_value(&[]),
+                approx_kl: surrogate.approx_kl,
+                clip_fraction: surrogate.clip_fraction,
+                ratio: surrogate.ratio_mean,
+                noise_std,
+                actor_grad_norm,
+                value_grad_norm,
+                advantage_std: batch_advantages.std(true).double_value(&[]),
+                value_mean: values.mean(Kind::Float).double_value(&[]),
+                return_scale: prepared.reward_scale,
+            });
+            Ok(surrogate.approx_kl)
+        })?;
         let mut metrics = field_means("ppo", &stats);
         metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
         Ok(metrics)
