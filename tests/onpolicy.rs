@@ -142,6 +142,15 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
         assert!(has(key, 2) && has(key, 3), "{key} missing at iterations 2-3");
     }
     assert_eq!(lines[3]["ppo/actor_trained"], 1.0);
+    if algorithm == "fpo" {
+        // The spread of the round's ℓ_old: ordered quantiles, capped draws counted (cap 20).
+        let q: Vec<f64> = ["p50", "p90", "p99", "max"]
+            .iter()
+            .map(|p| lines[3][format!("fpo/cfm_loss_old_{p}").as_str()].as_f64().unwrap())
+            .collect();
+        assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "ordered quantiles: {q:?}");
+        assert!(has("ppo/cfm_loss_capped", 3) && has("ppo/at_log_ratio_clip", 3));
+    }
     if reinflow {
         let noise_std = lines[3]["ppo/noise_std"].as_f64().unwrap();
         assert!((0.08..=0.14).contains(&noise_std), "σ within its bounds: {noise_std}");

@@ -129,6 +129,9 @@ pub struct FpoStats {
     pub approx_kl: f64,
     pub clip_fraction: f64,
     pub ratio: f64,
+    /// Share of draws whose |log ρ| reached `log_ratio_clip` (one such draw adds ≈ e^5 − 6 to
+    /// the approximate KL).
+    pub at_log_ratio_clip: f64,
     pub actor_grad_norm: f64,
     pub value_grad_norm: f64,
     pub advantage_std: f64,
@@ -168,6 +171,31 @@ impl Fpo {
         let parts = replay.split_with_sizes([d, n, n * d, n], 1);
         (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].view([b, n, d]), parts[3].shallow_clone())
     }
+
+    /// The spread of the round's ℓ_old over all its draws (uncapped), to choose
+    /// `cfm_loss_clip` from: `fpo/cfm_loss_old_{p50,p90,p99,max}`.
+    fn old_loss_quantiles(&self, trajectories: &[OnPolicyTrajectory]) -> Metrics {
+        let n = self.fpo.samples_per_chunk;
+        let mut losses: Vec<f64> = trajectories
+            .iter()
+            .flat_map(|t| t.replay.iter())
+            .flat_map(|replay| replay[replay.len() - n..].iter().map(|&l| l as f64))
+            .collect();
+        losses.sort_by(f64::total_cmp);
+        cfm_loss_quantiles(&losses)
+    }
+}
+
+/// p50, p90, p99 and max of sorted losses (nearest rank); none for an empty round.
+pub fn cfm_loss_quantiles(sorted: &[f64]) -> Metrics {
+    let Some(&max) = sorted.last() else { return Vec::new() };
+    let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    vec![
+        ("fpo/cfm_loss_old_p50".into(), rank(0.5)),
+        ("fpo/cfm_loss_old_p90".into(), rank(0.9)),
+        ("fpo/cfm_loss_old_p99".into(), rank(0.99)),
+        ("fpo/cfm_loss_old_max".into(), max),
+    ]
 }
 
 impl OnPolicyLearner for Fpo {
@@ -217,6 +245,7 @@ impl OnPolicyLearner for Fpo {
         let device = self.nets.actor.device();
         let prepared = advantages(trajectories, &self.nets.value, &mut self.nets.return_scale, &ppo, device);
         let (actor_lr, value_lr) = (ppo.actor_lr.at(iteration), ppo.value_lr.at(iteration));
+        let old_loss_quantiles = self.old_loss_quantiles(trajectories);
         let mut stats = Vec::new();
         prepared.minibatch_passes(&ppo, train_actor, rng, |rows| {
             let (obs, replay, _, batch_advantages, batch_targets) = prepared.minibatch(trajectories, rows, device);
@@ -247,6 +276,9 @@ impl OnPolicyLearner for Fpo {
                 }
                 None => 0.0,
             };
+            let at_log_ratio_clip = tch::no_grad(|| {
+                log_ratio.abs().ge(self.fpo.log_ratio_clip).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+            });
             let (approx_kl, clip_fraction, ratio) = tch::no_grad(|| {
                 let ratio = log_ratio.exp();
                 let kl = ((&ratio - 1.0) - &log_ratio).mean(Kind::Float).double_value(&[]);
@@ -261,6 +293,7 @@ impl OnPolicyLearner for Fpo {
                 approx_kl,
                 clip_fraction,
                 ratio,
+                at_log_ratio_clip,
                 actor_grad_norm,
                 value_grad_norm,
                 advantage_std: batch_advantages.std(true).double_value(&[]),
@@ -271,6 +304,7 @@ impl OnPolicyLearner for Fpo {
         })?;
         let mut metrics = field_means("ppo", &stats);
         metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
+        metrics.extend(old_loss_quantiles);
         Ok(metrics)
     }
 
@@ -317,6 +351,17 @@ mod tests {
 
     /// Squared errors of one chunk of Tp = 2 steps × A = 3 numbers: step 1 (1, 2, 3), step 2
     /// (0, 0, 6). `mean`: 12 / 6 = 2; `sum_over_steps`: 6/3 + 6/3 = 4 (= Tp × mean).
+    #[test]
+    fn cfm_loss_quantiles_by_nearest_rank() {
+        // 1..=100: p50 = 50, p90 = 90, p99 = 99, max = 100; one loss: all four are it.
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        let values: Vec<f64> = cfm_loss_quantiles(&sorted).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, vec![50.0, 90.0, 99.0, 100.0]);
+        let one: Vec<f64> = cfm_loss_quantiles(&[3.5]).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(one, vec![3.5; 4]);
+        assert!(cfm_loss_quantiles(&[]).is_empty());
+    }
+
     #[test]
     fn the_cfm_loss_reductions_by_hand() {
         let squared = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.0, 0.0, 6.0]).view([1, 6]);
