@@ -20,7 +20,7 @@ use crate::optim::AdamW;
 use crate::policy::flow;
 use crate::policy::FlowPolicy;
 use crate::rl::dppo::{dppo_surrogate, sample_fixed_noise_chain, step_log_probs, step_means, DppoSettings};
-use crate::rl::fpo::{fpo_log_ratio, trust_region_loss, TrustRegion};
+use crate::rl::fpo::{fpo_log_ratio, trust_region_loss, CfmLossReduction, FpoSettings, TrustRegion};
 use crate::rl::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
 use crate::rl::ppo::{clip_gradients, clipped_surrogate, normalize_advantages};
 use crate::toy::{constant_states, describe, pretrain_bimodal, q_and_grad, sample, toy_spec, ToyReport};
@@ -157,6 +157,17 @@ pub fn run_toy_fpo(
     let pretrained = describe(&sample(&policy, samples));
 
     let (draws, clip) = (8i64, 0.05);
+    // The ratio as FPO++ computes it when training from scratch: per draw, mean over the two
+    // numbers, no cap on the losses, |log ρ| ≤ 5 straight-through.
+    let ratio_settings = FpoSettings {
+        samples_per_chunk: draws as usize,
+        per_sample_ratio: true,
+        trust_region: TrustRegion::Aspo,
+        log_ratio_clip: 5.0,
+        log_ratio_clip_straight_through: true,
+        cfm_loss_reduction: CfmLossReduction::Mean,
+        cfm_loss_clip: None,
+    };
     let mut optimizer = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.0);
     // ℓ of every draw: cond [B, C], actions [B, 2], τ [B, N], ε [B, N, 2] → [B, N].
     let cfm_losses = |cond: &Tensor, actions: &Tensor, tau: &Tensor, epsilon: &Tensor| {
@@ -192,7 +203,7 @@ pub fn run_toy_fpo(
                 let cond = policy.condition(&constant_states(size), true);
                 let pick = |t: &Tensor| t.index_select(0, &rows);
                 let new_losses = cfm_losses(&cond, &pick(&actions), &pick(&tau), &pick(&epsilon));
-                let log_ratio = fpo_log_ratio(&pick(&old_losses), &new_losses, true, None, 5.0);
+                let log_ratio = fpo_log_ratio(&pick(&old_losses), &new_losses, &ratio_settings);
                 let advantages = normalize_advantages(&pick(&rewards)).unsqueeze(-1);
                 let loss = trust_region_loss(&log_ratio, &advantages, clip, TrustRegion::Aspo);
                 optimizer.zero_grad();

@@ -7,10 +7,11 @@
 //!   ℓ_θ(a, τ, ε; s) = mean over the chunk's Tp·A numbers of e²          (`mean`)
 //!                   = Σ_{steps j} mean_{A} e_j²  (= Tp × the mean)      (`sum_over_steps`:
 //!                     FPO++'s manipulation fine-tuning sums the losses over the chunk's steps)
-//!   optionally ℓ_old and ℓ_θ capped at `cfm_loss_clip` before the difference
+//!   ℓ_old and ℓ_θ capped at `cfm_loss_clip` (20 in the configs) before the difference
 //!   FPO:    log ρ = mean_i (ℓ_old,i − ℓ_θ,i)               one ratio per chunk
 //!   FPO++:  log ρ_i = ℓ_old,i − ℓ_θ,i                        one ratio per draw (change 1)
-//!   log ρ clipped to ±`log_ratio_clip` (5) before the exponential.
+//!   log ρ clipped to ±`log_ratio_clip` (5) before the exponential, the gradient passed
+//!   straight through (`log_ratio_clip_straight_through`, FPO++'s code) or cut beyond it.
 //!   Trust region per ratio, with Â the chunk's normalised advantage:
 //!     Â ≥ 0 (or `ppo`):  max(−Â ρ, −Â clip(ρ, 1 − ε, 1 + ε))         (PPO)
 //!     Â < 0 (`aspo`):    −(Â ρ − |Â|/(2ε)·(ρ − 1)²)                   (SPO; change 2)
@@ -67,6 +68,9 @@ pub struct FpoSettings {
     pub trust_region: TrustRegion,
     /// |log ρ| is clipped to this before the exponential (5).
     pub log_ratio_clip: f64,
+    /// The clip of log ρ passes the gradient through unchanged (FPO++'s public code: the
+    /// forward value is clipped, d clip(x)/dx = 1), or gives none beyond the limit (false).
+    pub log_ratio_clip_straight_through: bool,
     /// How one chunk's squared errors make ℓ (FPO++ on manipulation: `sum_over_steps`).
     pub cfm_loss_reduction: CfmLossReduction,
     /// ℓ_old and ℓ_θ capped at this before their difference (FPO++ clamps the CFM losses first,
@@ -86,21 +90,22 @@ pub fn reduce_cfm_loss(squared_error: &Tensor, pred_horizon: i64, reduction: Cfm
     }
 }
 
-/// log ρ from old and new losses [B, N]: both capped at `loss_cap` when given, then per draw
-/// [B, N] (FPO++) or per chunk [B, 1] (FPO), clipped to ±`clip`.
-pub fn fpo_log_ratio(
-    old_losses: &Tensor,
-    new_losses: &Tensor,
-    per_sample: bool,
-    loss_cap: Option<f64>,
-    clip: f64,
-) -> Tensor {
-    let difference = match loss_cap {
+/// log ρ from old and new losses [B, N] as the `fpo` settings say: both capped at
+/// `cfm_loss_clip` when set, then per draw [B, N] (FPO++) or per chunk [B, 1] (FPO), clipped to
+/// ±`log_ratio_clip` (straight-through: the clipped value, the unclipped gradient).
+pub fn fpo_log_ratio(old_losses: &Tensor, new_losses: &Tensor, fpo: &FpoSettings) -> Tensor {
+    let difference = match fpo.cfm_loss_clip {
         Some(cap) => old_losses.clamp_max(cap) - new_losses.clamp_max(cap),
         None => old_losses - new_losses,
     };
-    let log_ratio = if per_sample { difference } else { difference.mean_dim([-1i64].as_slice(), true, Kind::Float) };
-    log_ratio.clamp(-clip, clip)
+    let log_ratio =
+        if fpo.per_sample_ratio { difference } else { difference.mean_dim([-1i64].as_slice(), true, Kind::Float) };
+    let clipped = log_ratio.clamp(-fpo.log_ratio_clip, fpo.log_ratio_clip);
+    if fpo.log_ratio_clip_straight_through {
+        &log_ratio + (clipped - &log_ratio).detach()
+    } else {
+        clipped
+    }
 }
 
 /// The trust-region objective as a loss, mean over its elements: log ρ [B, M] (with gradient)
@@ -252,13 +257,7 @@ impl OnPolicyLearner for Fpo {
             let (actions, tau, epsilon, old_losses) = self.unpack(&replay);
             let cond = self.nets.actor.condition(&obs, ppo.augment);
             let new_losses = self.cfm_losses(&cond, &actions, &tau, &epsilon);
-            let log_ratio = fpo_log_ratio(
-                &old_losses,
-                &new_losses,
-                self.fpo.per_sample_ratio,
-                self.fpo.cfm_loss_clip,
-                self.fpo.log_ratio_clip,
-            );
+            let log_ratio = fpo_log_ratio(&old_losses, &new_losses, &self.fpo);
             let normalized = normalize_advantages(&batch_advantages).unsqueeze(-1);
             let policy_loss = trust_region_loss(&log_ratio, &normalized, ppo.clip_ratio, self.fpo.trust_region);
             let values = self.nets.value.forward_t(&obs, ppo.augment);
@@ -321,18 +320,48 @@ impl OnPolicyLearner for Fpo {
 mod tests {
     use super::*;
 
+    /// FPO++ settings with the ratio's own options (per draw or per chunk, cap, clip, its gradient).
+    fn ratio_settings(per_sample: bool, cap: Option<f64>, clip: f64, straight_through: bool) -> FpoSettings {
+        FpoSettings {
+            samples_per_chunk: 2,
+            per_sample_ratio: per_sample,
+            trust_region: TrustRegion::Ppo,
+            log_ratio_clip: clip,
+            log_ratio_clip_straight_through: straight_through,
+            cfm_loss_reduction: CfmLossReduction::SumOverSteps,
+            cfm_loss_clip: cap,
+        }
+    }
+
     /// Old losses (1.0, 2.0), new (0.5, 2.5): per draw log ρ = (0.5, −0.5); FPO's averaged
     /// ratio: log ρ = 0 (ρ = 1) for the chunk; a clip of 0.3 caps the per-draw values.
     #[test]
     fn the_fpo_ratio_from_known_losses() {
         let old = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
         let new = Tensor::from_slice(&[0.5f32, 2.5]).view([1, 2]);
-        let per_draw: Vec<f32> = fpo_log_ratio(&old, &new, true, None, 5.0).view([-1]).try_into().unwrap();
+        let ratio = |per_sample, clip| fpo_log_ratio(&old, &new, &ratio_settings(per_sample, None, clip, false));
+        let per_draw: Vec<f32> = ratio(true, 5.0).view([-1]).try_into().unwrap();
         assert_eq!(per_draw, [0.5, -0.5]);
-        assert_eq!(fpo_log_ratio(&old, &new, false, None, 5.0).size(), [1, 1]);
-        assert!(fpo_log_ratio(&old, &new, false, None, 5.0).double_value(&[0, 0]).abs() < 1e-7);
-        let clipped: Vec<f32> = fpo_log_ratio(&old, &new, true, None, 0.3).view([-1]).try_into().unwrap();
+        assert_eq!(ratio(false, 5.0).size(), [1, 1]);
+        assert!(ratio(false, 5.0).double_value(&[0, 0]).abs() < 1e-7);
+        let clipped: Vec<f32> = ratio(true, 0.3).view([-1]).try_into().unwrap();
         assert_eq!(clipped, [0.3, -0.3]);
+    }
+
+    /// Old losses (1, 0), new (0, 0) with the clip at 0.5: log ρ = (0.5, 0) either way; the
+    /// clipped draw's d log ρ / d ℓ_θ is −1 straight-through and 0 without.
+    #[test]
+    fn the_straight_through_clip_by_hand() {
+        for (straight_through, expected) in [(true, [-1.0f32, -1.0]), (false, [0.0, -1.0])] {
+            let old = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]);
+            let new = Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2]).set_requires_grad(true);
+            let log_ratio = fpo_log_ratio(&old, &new, &ratio_settings(true, None, 0.5, straight_through));
+            let values: Vec<f32> = log_ratio.view([-1]).try_into().unwrap();
+            assert_eq!(values, [0.5, 0.0]);
+            log_ratio.sum(Kind::Float).backward();
+            let grad: Vec<f32> = new.grad().view([-1]).try_into().unwrap();
+            assert_eq!(grad, expected, "straight-through {straight_through}");
+        }
     }
 
     /// Old losses (1, 6), new (2, 7), losses capped at 5: log ρ = (1 − 2, 5 − 5) = (−1, 0), and
@@ -341,7 +370,7 @@ mod tests {
     fn capped_cfm_losses_by_hand() {
         let old = Tensor::from_slice(&[1.0f32, 6.0]).view([1, 2]);
         let new = Tensor::from_slice(&[2.0f32, 7.0]).view([1, 2]).set_requires_grad(true);
-        let log_ratio = fpo_log_ratio(&old, &new, true, Some(5.0), 10.0);
+        let log_ratio = fpo_log_ratio(&old, &new, &ratio_settings(true, Some(5.0), 10.0, false));
         let values: Vec<f32> = log_ratio.view([-1]).try_into().unwrap();
         assert_eq!(values, [-1.0, 0.0]);
         log_ratio.sum(Kind::Float).backward();
@@ -349,8 +378,6 @@ mod tests {
         assert_eq!(grad, [-1.0, 0.0]);
     }
 
-    /// Squared errors of one chunk of Tp = 2 steps × A = 3 numbers: step 1 (1, 2, 3), step 2
-    /// (0, 0, 6). `mean`: 12 / 6 = 2; `sum_over_steps`: 6/3 + 6/3 = 4 (= Tp × mean).
     #[test]
     fn cfm_loss_quantiles_by_nearest_rank() {
         // 1..=100: p50 = 50, p90 = 90, p99 = 99, max = 100; one loss: all four are it.
@@ -362,6 +389,8 @@ mod tests {
         assert!(cfm_loss_quantiles(&[]).is_empty());
     }
 
+    /// Squared errors of one chunk of Tp = 2 steps × A = 3 numbers: step 1 (1, 2, 3), step 2
+    /// (0, 0, 6). `mean`: 12 / 6 = 2; `sum_over_steps`: 6/3 + 6/3 = 4 (= Tp × mean).
     #[test]
     fn the_cfm_loss_reductions_by_hand() {
         let squared = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.0, 0.0, 6.0]).view([1, 6]);
