@@ -77,7 +77,7 @@ pub enum Command {
     /// steps with the SVGD field and with the delta ablation, or the ReinFlow baseline. Prints
     /// one JSON report per run.
     Toy {
-        /// Methods: `svgd`, `delta` (RLDT's fields), `reinflow`, `fpo`, `dppo` (the baselines;
+        /// Methods: `svgd`, `delta` (RLDT's fields), `reinflow`, `fpo`, `dppo`, `qam` (the baselines;
         /// `--methods` also accepted).
         #[arg(long, alias = "methods", value_delimiter = ',', default_value = "svgd,delta")]
         fields: Vec<String>,

@@ -155,7 +155,9 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let loaded = match finetune::Algorithm::of_file(&path).unwrap_or_else(|e| panic!("{e}")) {
-                finetune::Algorithm::Rldt => finetune::FinetuneConfig::load(&path).map(|_| ()),
+                finetune::Algorithm::Rldt | finetune::Algorithm::Qam => {
+                    finetune::FinetuneConfig::load(&path).map(|_| ())
+                }
                 finetune::Algorithm::Reinflow | finetune::Algorithm::Fpo | finetune::Algorithm::Dppo => {
                     finetune::OnPolicyConfig::load(&path).map(|_| ())
                 }

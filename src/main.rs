@@ -13,7 +13,7 @@ use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
 use rldt_vision::toy::{run_toy, ToyOptions, ToyReport};
-use rldt_vision::toy_baselines::{run_toy_dppo, run_toy_fpo, run_toy_reinflow};
+use rldt_vision::toy_baselines::{run_toy_dppo, run_toy_fpo, run_toy_qam, run_toy_reinflow};
 use rldt_vision::viz::{Recorder, Sink};
 
 /// The device, threads and run directory a training run starts with (stderr).
@@ -77,7 +77,7 @@ fn run() -> anyhow::Result<()> {
         Command::Finetune(args) => {
             let threads = set_threads(args.run.threads);
             let (summary, to_file) = match args.algorithm()? {
-                Algorithm::Rldt => {
+                Algorithm::Rldt | Algorithm::Qam => {
                     let options = args.options()?;
                     announce("finetune", options.device, threads, &options.run_dir);
                     let to_file = options.recording.is_none();
@@ -164,7 +164,21 @@ fn run() -> anyhow::Result<()> {
                         print_toy_summary(method, &reports);
                         continue;
                     }
-                    other => anyhow::bail!("--fields: unknown method `{other}` (svgd, delta, reinflow, fpo or dppo)"),
+                    "qam" => {
+                        let reports: Vec<ToyReport> = (seeds.iter())
+                            .map(|&seed| {
+                                let (steps, lr, n) = (options.pretrain_steps, options.actor_lr, options.samples);
+                                let report = run_toy_qam(seed, steps, lr, options.actor_steps, n, &reinflow);
+                                println!("{}", serde_json::to_string(&report).expect("report serialises"));
+                                report
+                            })
+                            .collect();
+                        print_toy_summary(method, &reports);
+                        continue;
+                    }
+                    other => {
+                        anyhow::bail!("--fields: unknown method `{other}` (svgd, delta, reinflow, fpo, dppo or qam)")
+                    }
                 };
                 let reports = (seeds.iter())
                     .map(|&seed| run_toy_recorded(&ToyOptions { field, seed, ..options.clone() }, &record_dir, &sink))

@@ -12,6 +12,11 @@
 //! - DPPO: chains with σ = 0.1 at every Euler step (`rl::dppo`) and their per-step ℓ_old; the
 //!   per-step clipped surrogate with its denoising discount; one AdamW step for the policy; no
 //!   KL stop (DPPO's Square config stops at 1).
+//! - QAM: the off-policy baseline, with the known Q in place of a critic as RLDT's toy has it:
+//!   per actor step 128 memoryless trajectories, their lean adjoints from −λ·∇Q at the
+//!   endpoints and the adjoint-matching loss (`rl::adjoint_matching`) toward
+//!   π_base·exp(λ·Q), π_base the pretrained policy (frozen); RLDT's toy budget (actor steps,
+//!   learning rate, warm-up).
 //! The report describes plain ODE samples (noise off), as RLDT's toy report does.
 
 use tch::{nn, Device, Kind, Tensor};
@@ -19,6 +24,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::optim::AdamW;
 use crate::policy::flow;
 use crate::policy::FlowPolicy;
+use crate::rl::adjoint_matching::{adjoint_matching_objective, AdjointMatchingSettings};
 use crate::rl::dppo::{dppo_surrogate, sample_fixed_noise_chain, step_log_probs, step_means, DppoSettings};
 use crate::rl::fpo::{fpo_log_ratio, trust_region_loss, CfmLossReduction, FpoSettings, TrustRegion};
 use crate::rl::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
@@ -51,6 +57,12 @@ pub struct ToyReinflowOptions {
     /// Stop an iteration's passes once the approximate KL exceeds this (0.01).
     #[arg(long, default_value_t = 0.01)]
     pub reinflow_target_kl: f64,
+    /// QAM's λ in π_base·exp(λ·Q) (the toy's Q peaks at 1; `square_state_qam.json`: 30).
+    #[arg(long, default_value_t = 30.0)]
+    pub qam_inverse_temperature: f64,
+    /// QAM's K' (Euler steps for its trajectories, samples and report; the toy policy's K is 8).
+    #[arg(long, default_value_t = 32)]
+    pub qam_denoising_steps: i64,
 }
 
 /// The policy RLDT's toy starts from for `seed`: the same RNG sequence (the reference policy
@@ -296,6 +308,56 @@ pub fn run_toy_dppo(
         pretrained,
         finetuned: describe(&sample(&policy, samples)),
         actor_steps: steps_taken,
+        history,
+    }
+}
+
+/// Pretrains like RLDT's toy (same seed, same data, same steps), then runs QAM's actor steps
+/// (RLDT's toy budget: `actor_steps` steps of 16 states × 8 trajectories, Adam at `actor_lr`
+/// with RLDT's 64-step warm-up) toward π_base·exp(λ·Q) with π_base the pretrained policy,
+/// both sampled with K' Euler steps (the "pretrained" row too).
+pub fn run_toy_qam(
+    seed: i64,
+    pretrain_steps: i64,
+    actor_lr: f64,
+    actor_steps: i64,
+    samples: i64,
+    options: &ToyReinflowOptions,
+) -> ToyReport {
+    let (vs, mut policy) = pretrained_toy_policy(seed, pretrain_steps);
+    policy.set_denoising_steps(options.qam_denoising_steps);
+    let pretrained = describe(&sample(&policy, samples));
+    let mut base_vs = nn::VarStore::new(Device::Cpu);
+    let mut base = FlowPolicy::new(&base_vs.root(), toy_spec()).expect("toy spec is valid");
+    base_vs.copy(&vs).expect("same variables");
+    base.set_denoising_steps(options.qam_denoising_steps);
+    let settings = AdjointMatchingSettings {
+        inverse_temperature: options.qam_inverse_temperature,
+        clip_endpoint: true,
+        denoising_steps: options.qam_denoising_steps,
+    };
+    let (states, trajectories) = (16i64, 8i64);
+    let q_grad = |a: &Tensor, _first_row: i64| q_and_grad(a).1;
+    let mut optimizer = AdamW::new(&vs, 0.9, 0.999, 1e-8, 0.0);
+    let mut history = Vec::new();
+    for step in 0..=actor_steps {
+        if step % 10 == 0 || step == actor_steps {
+            let cloud = describe(&sample(&policy, 512));
+            history.push((step, cloud.near_peak, cloud.left_share));
+        }
+        if step == actor_steps {
+            break;
+        }
+        optimizer.zero_grad();
+        adjoint_matching_objective(&policy, &base, &constant_states(states), &q_grad, trajectories, &settings, 1);
+        optimizer.step(actor_lr * ((step + 1) as f64 / 64.0).min(1.0));
+    }
+    ToyReport {
+        method: "qam".into(),
+        seed,
+        pretrained,
+        finetuned: describe(&sample(&policy, samples)),
+        actor_steps,
         history,
     }
 }

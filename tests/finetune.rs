@@ -3,6 +3,7 @@
 //! Iteration 0 evaluates, iteration 1 trains the critic only, iterations 2–3 train critic and
 //! actor; metrics carry critic, actor and SVGD statistics; the checkpoint evaluates like any
 //! policy; a killed run resumes after its last checkpoint and continues the iteration count.
+//! QAM runs in the same loop with its own K' (`qam_runs_in_the_rldt_loop_with_its_own_k`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -374,4 +375,53 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         (line["eval/success_rate_low"].as_f64(), line["eval/success_rate_high"].as_f64()),
         (Some(low), Some(high))
     );
+}
+
+/// QAM (`algorithm` = qam) in the same loop: K' = 4 Euler steps for its trajectories, samples
+/// and checkpoint; its actor steps report the adjoint-matching loss and move the weights; the
+/// checkpoint evaluates; a config that names qam without its section is refused by name.
+#[test]
+fn qam_runs_in_the_rldt_loop_with_its_own_k() {
+    let pretrained = pretrained("pretrained_qam");
+    let mut config = tiny(&pretrained);
+    config.algorithm = rldt_vision::config::finetune::Algorithm::Qam;
+    config.actor.objective.particles = 1;
+    config.actor.adjoint_matching = Some(rldt_vision::rl::adjoint_matching::AdjointMatchingSettings {
+        inverse_temperature: 30.0,
+        clip_endpoint: true,
+        denoising_steps: 4,
+    });
+    config.rollout.exploration_steps = vec![3];
+    config.recording.probe_states = 0;
+    config.validate().unwrap();
+    let run_dir = scratch("run_qam");
+    let summary = finetune(FinetuneOptions {
+        config: Some(config.clone()),
+        run_dir: run_dir.clone(),
+        device: Device::Cpu,
+        resume: false,
+        recording: Some(rldt_vision::viz::Sink::Off),
+        reuse_start_evaluation: true,
+    })
+    .unwrap();
+    assert!(summary.checkpoint.ends_with("step_00000004"));
+    let lines = metric_lines(&run_dir);
+    for step in [2, 3] {
+        let line = lines.iter().find(|l| l["step"] == step).unwrap();
+        let loss = line["actor/adjoint_matching"].as_f64().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "iteration {step}: adjoint-matching loss {loss}");
+        assert_eq!(line["actor/loss"], line["actor/adjoint_matching"]);
+        assert!(line["actor/endpoint_adjoint_norm"].as_f64().unwrap() >= 0.0);
+    }
+    let step = |n: u32, file: &str| std::fs::read(run_dir.join(format!("checkpoints/step_{n:08}/{file}"))).unwrap();
+    assert_ne!(step(2, "policy.safetensors"), step(4, "policy.safetensors"), "the actor moved");
+    let spec: Value = serde_json::from_slice(&step(4, "policy.json")).unwrap();
+    assert_eq!(spec["config"]["num_denoising_steps"], 4, "QAM's K' in its checkpoint");
+
+    let mut bare = config.clone();
+    bare.actor.adjoint_matching = None;
+    assert!(bare.validate().unwrap_err().contains("actor.adjoint_matching"));
+    let mut rldt_with_section = config;
+    rldt_with_section.algorithm = rldt_vision::config::finetune::Algorithm::Rldt;
+    assert!(rldt_with_section.validate().unwrap_err().contains("actor.adjoint_matching"));
 }

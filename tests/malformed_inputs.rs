@@ -250,7 +250,7 @@ fn mutated_configs_give_named_errors() {
                 let loaded = match kind {
                     None => PretrainConfig::load(&target).map(|_| ()),
                     Some(()) => match Algorithm::of_file(&target) {
-                        Ok(Algorithm::Rldt) => FinetuneConfig::load(&target).map(|_| ()),
+                        Ok(Algorithm::Rldt | Algorithm::Qam) => FinetuneConfig::load(&target).map(|_| ()),
                         Ok(_) => OnPolicyConfig::load(&target).map(|_| ()),
                         Err(e) => Err(e),
                     },

@@ -143,6 +143,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         warmup_steps: 64,
         reference: ReferencePolicy::PreviousIterate,
         mini_batch_split: options.mini_batch_split,
+        adjoint_matching: None,
     };
     // The PyTorch side runs first, in its own process, before this one allocates its batches:
     // the two never hold memory at the same time (this process keeps what it frees).

@@ -20,6 +20,9 @@ use crate::sim::Task;
 pub enum Algorithm {
     /// RLDT: SVGD transport through a† (or its `delta` ablation), docs/algorithm.md.
     Rldt,
+    /// QAM: adjoint matching toward π_base·exp(λ·Q) in RLDT's loop with RLDT's critic
+    /// (`actor.adjoint_matching`), docs/baselines.md.
+    Qam,
     /// ReinFlow: PPO over a noise-injected Euler chain, docs/baselines.md.
     Reinflow,
     /// FPO++: PPO-style updates with per-sample flow-matching-loss ratios, docs/baselines.md.
@@ -36,7 +39,7 @@ impl Algorithm {
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| config_error(e.to_string()))?;
         let field = value
             .get("algorithm")
-            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | reinflow | fpo | dppo)".into()))?;
+            .ok_or_else(|| config_error("field `algorithm` is missing (rldt | qam | reinflow | fpo | dppo)".into()))?;
         serde_json::from_value(field.clone()).map_err(|e| config_error(format!("field `algorithm`: {e}")))
     }
 }
@@ -44,7 +47,7 @@ impl Algorithm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// `rldt`.
+    /// `rldt`, or `qam` (with `actor.adjoint_matching`).
     pub algorithm: Algorithm,
     pub name: String,
     pub seed: u64,
@@ -153,8 +156,23 @@ impl FinetuneConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
         let d = self.recording.view_3d_dims;
-        let checks: [(bool, &str, String); 21] = [
-            (self.algorithm == Algorithm::Rldt, "algorithm", "must be `rldt` for this config type".into()),
+        let qam = self.algorithm == Algorithm::Qam;
+        let checks: [(bool, &str, String); 23] = [
+            (
+                matches!(self.algorithm, Algorithm::Rldt | Algorithm::Qam),
+                "algorithm",
+                "must be `rldt` or `qam` for this config type".into(),
+            ),
+            (
+                qam == a.adjoint_matching.is_some(),
+                "actor.adjoint_matching",
+                "present exactly when `algorithm` is qam".into(),
+            ),
+            (
+                a.adjoint_matching.as_ref().is_none_or(|q| q.inverse_temperature > 0.0 && q.denoising_steps >= 2),
+                "actor.adjoint_matching",
+                "inverse_temperature > 0 and denoising_steps ≥ 2".into(),
+            ),
             (!self.name.is_empty() && !self.name.contains('/'), "name", "must be non-empty without '/'".into()),
             (r.envs >= 1 && r.episodes_per_env >= 1, "rollout.envs", "envs and episodes_per_env must be ≥ 1".into()),
             (
@@ -195,7 +213,11 @@ impl FinetuneConfig {
             ),
             (c.mini_batch_split >= 1, "critic.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
             (a.mini_batch_split >= 1, "actor.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
-            (a.objective.particles >= 2, "actor.objective.particles", "must be ≥ 2".into()),
+            (
+                a.objective.particles >= if qam { 1 } else { 2 },
+                "actor.objective.particles",
+                "must be ≥ 2 (RLDT's field needs particles; QAM: ≥ 1 trajectory per state)".into(),
+            ),
             (a.lr > 0.0, "actor.lr", "must be > 0".into()),
             (
                 d[0] != d[1] && d[1] != d[2] && d[0] != d[2],

@@ -107,6 +107,11 @@ pub struct ActorSettings {
     /// An actor step's gradient pass in this many parts of its states, the gradients
     /// accumulated (paper: 4): the same step, a fraction of the memory.
     pub mini_batch_split: usize,
+    /// QAM's objective in place of the transport objective (`algorithm` = qam; absent for
+    /// RLDT): `rl::adjoint_matching`, with `objective.particles` trajectories per state and
+    /// the reference as π_base; the other `objective` fields are not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjoint_matching: Option<super::adjoint_matching::AdjointMatchingSettings>,
 }
 
 /// Scalars for metrics (`actor/*`, `svgd/*`).
@@ -116,6 +121,10 @@ pub struct ActorStats {
     pub alignment: f64,
     pub consistency: f64,
     pub constraint: f64,
+    /// QAM (`rl::adjoint_matching`): its loss and the mean ‖ã_K‖ = λ·‖∇_a Q‖ at the
+    /// endpoints (0 for RLDT).
+    pub adjoint_matching: f64,
+    pub endpoint_adjoint_norm: f64,
     /// The transport field's scalars (metrics `svgd/*`).
     #[serde(skip)]
     pub field: FieldStats,
@@ -335,6 +344,8 @@ pub fn actor_objective(
         alignment: terms[1],
         consistency: terms[2],
         constraint: terms[3],
+        adjoint_matching: 0.0,
+        endpoint_adjoint_norm: 0.0,
         field: FieldStats {
             bandwidth: field_terms[0],
             alpha: field_terms[1],

@@ -10,11 +10,13 @@
 //! return scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round and the
 //! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++), [`dppo`]
 //! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
-//! their loop is `train::onpolicy`.
+//! their loop is `train::onpolicy`. The off-policy baseline QAM, [`adjoint_matching`] (its
+//! actor objective), runs in RLDT's loop with RLDT's critic.
 
 pub mod actor;
 pub mod actor_loss;
 pub mod actor_value;
+pub mod adjoint_matching;
 pub mod critic;
 pub mod critic_batch;
 pub mod dppo;

@@ -10,7 +10,8 @@
 //!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod 2),
 //!   its gradient accumulated over `mini_batch_split` parts; target ← EMA after the step.
 //! Actor step: the objective of `rl::actor` on all unmasked states of the given trajectories,
-//! with ∇_a Q = the mean of the two online heads' gradients at the particles.
+//! with ∇_a Q = the mean of the two online heads' gradients at the particles (QAM: the
+//! adjoint-matching objective of `rl::adjoint_matching` instead, same critic and loop).
 
 use std::path::Path;
 
@@ -19,6 +20,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::actor::{actor_objective, ActorStats};
 use super::actor::{ActorSettings, ReferencePolicy};
+use super::adjoint_matching::adjoint_matching_objective;
 use super::critic::CriticSettings;
 use super::critic::{init_encoder_from_actor, Critic};
 use super::critic_batch::CriticBatch;
@@ -70,8 +72,13 @@ impl Rldt {
         actor_settings: &ActorSettings,
         device: Device,
     ) -> Result<Self> {
-        let (actor_vs, actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
-        let (reference_vs, reference) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        let (actor_vs, mut actor) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        let (reference_vs, mut reference) = checkpoint::load(pretrained, Weights::Ema, device)?;
+        if let Some(qam) = &actor_settings.adjoint_matching {
+            // QAM samples, trains and is evaluated with its own K' (its checkpoints carry it).
+            actor.set_denoising_steps(qam.denoising_steps);
+            reference.set_denoising_steps(qam.denoising_steps);
+        }
         let spec = actor.spec().clone();
         if matches!(spec.config.encoder.augmentation, rldt_encoders::Augmentation::RandomCrop { .. }) {
             return Err(Error::CriticBatch(format!(
@@ -172,14 +179,25 @@ impl Rldt {
         let q_grad = |actions: &Tensor, first_row: i64| {
             self.q_gradient(&features.narrow(0, first_row, actions.size()[0]), actions)
         };
-        let out = actor_objective(
-            &self.actor,
-            &self.reference,
-            &obs,
-            &q_grad,
-            &self.actor_settings.objective,
-            self.actor_settings.mini_batch_split,
-        );
+        let out = match &self.actor_settings.adjoint_matching {
+            None => actor_objective(
+                &self.actor,
+                &self.reference,
+                &obs,
+                &q_grad,
+                &self.actor_settings.objective,
+                self.actor_settings.mini_batch_split,
+            ),
+            Some(qam) => adjoint_matching_objective(
+                &self.actor,
+                &self.reference,
+                &obs,
+                &q_grad,
+                particles,
+                qam,
+                self.actor_settings.mini_batch_split,
+            ),
+        };
         if !out.stats.loss.is_finite() {
             return Err(Error::NonFinite {
                 step: 0,

@@ -359,7 +359,10 @@ fn open(options: &FinetuneOptions) -> Result<Run> {
     tch::manual_seed(config.seed as i64);
     let mut rldt = Rldt::new(&pretrained, &config.critic, &config.actor, options.device)?;
     let k_steps = rldt.actor.spec().config.num_denoising_steps;
-    config.actor.objective.check(k_steps).map_err(config_error)?;
+    if config.actor.adjoint_matching.is_none() {
+        // RLDT's query steps (QAM reads no `objective` field but `particles`).
+        config.actor.objective.check(k_steps).map_err(config_error)?;
+    }
     if let Some(&k) = config.rollout.exploration_steps.iter().find(|&&k| k >= k_steps) {
         return Err(config_error(format!(
             "rollout.exploration_steps: step {k} does not exist in a policy with K = {k_steps} denoising steps (0..{k_steps})"

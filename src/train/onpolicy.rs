@@ -108,9 +108,9 @@ pub fn finetune_on_policy(options: OnPolicyOptions) -> Result<FinetuneSummary> {
             let learner = Dppo::new(&pretrained, dppo, &config.ppo, options.device)?;
             run(learner, &config, &options, latest)
         }
-        Algorithm::Rldt => Err(Error::Config {
+        Algorithm::Rldt | Algorithm::Qam => Err(Error::Config {
             file: config_path,
-            message: "field `algorithm`: rldt runs through train::finetune".into(),
+            message: "field `algorithm`: rldt and qam run through train::finetune".into(),
         }),
     }
 }
