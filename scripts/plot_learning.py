@@ -39,9 +39,9 @@ first = next(iter(next(iter(runs.values())).values()))[0]
 n, horizon = first["episodes"], first["horizon"]
 
 colours = {"svgd": "tab:blue", "rldt": "tab:blue", "delta": "tab:orange", "reinflow": "tab:green", "fpo": "tab:red", "dppo": "tab:brown",
-           "svgd-c0.05": "tab:olive", "svgd-a1": "tab:purple"}
+           "qam": "tab:pink", "svgd-c0.05": "tab:olive", "svgd-a1": "tab:purple"}
 names = {"svgd": "RLDT (svgd)", "rldt": "RLDT (svgd)", "delta": "delta field (ablation)", "reinflow": "ReinFlow",
-         "fpo": "FPO++", "dppo": "DPPO (flow, fixed σ)"}
+         "fpo": "FPO++", "dppo": "DPPO (flow, fixed σ)", "qam": "QAM (RLDT's critic)"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
 ax.axhspan(first["success_rate_low"], first["success_rate_high"], color="grey", alpha=0.15,
            label=f"no fine-tuning (95% CI, n={n})")
