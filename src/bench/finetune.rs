@@ -8,9 +8,11 @@
 //! Beside them, one minibatch step of each on-policy baseline (`--reinflow-minibatch` chunks;
 //! ReinFlow: the noisy chain's log-likelihood under θ and φ; FPO++: the CFM losses of 8 draws
 //! per chunk; then V, the loss, backward, clipping, AdamW) with the settings of
-//! `configs/finetune/square_{reinflow,fpo}.json`, and the update seconds per env step of each
-//! algorithm at its paper schedule (RLDT: 16 rounds × (32 critic + 2 actor) steps, the
-//! baselines: 10 epochs × 20 minibatches, all per 51,200 env steps).
+//! `configs/finetune/square_{reinflow,fpo}.json`, one QAM actor step (one trajectory per state,
+//! `configs/finetune/square_state_qam.json`'s λ and K' = 32; its critic is RLDT's), and the
+//! update seconds per env step of each algorithm at its paper schedule (RLDT and QAM: 16 rounds
+//! × (32 critic + 2 actor) steps, the on-policy baselines: 10 epochs × 20 minibatches, all per
+//! 51,200 env steps).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +30,7 @@ use crate::policy::frames::Frames;
 use crate::policy::{FlowPolicy, PolicySpec};
 use crate::rl::actor::ActorObjective;
 use crate::rl::actor::{ActorSettings, ReferencePolicy};
+use crate::rl::adjoint_matching::AdjointMatchingSettings;
 use crate::rl::critic::CriticSettings;
 use crate::rl::rldt::Rldt;
 use crate::rl::trajectory::Trajectory;
@@ -173,6 +176,18 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     let actor_s = time(&mut || rldt.actor_step(&actor_refs).map(|_| ()))?;
     drop(rldt);
     let peak_rss_mb = super::peak_rss_mb();
+    let qam_settings = ActorSettings {
+        objective: ActorObjective { particles: 1, ..ActorObjective::paper() },
+        adjoint_matching: Some(AdjointMatchingSettings {
+            inverse_temperature: 30.0,
+            clip_endpoint: true,
+            denoising_steps: 32,
+        }),
+        ..actor_settings.clone()
+    };
+    let mut qam = Rldt::new(&dir, &critic_settings, &qam_settings, device)?;
+    let qam_actor_s = time(&mut || qam.actor_step(&actor_refs).map(|_| ()))?;
+    drop(qam);
     let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
     let fpo_s = time_on_policy_step("fpo", &dir, &spec, options, device, &mut rng, &time)?;
     let dppo_s = time_on_policy_step("dppo", &dir, &spec, options, device, &mut rng, &time)?;
@@ -180,6 +195,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     // iteration: 64 envs × 2 episodes × 400 steps).
     let env_steps = 51_200.0;
     let rldt_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * actor_s);
+    let qam_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * qam_actor_s);
     let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
     let fpo_update_s = 10.0 * 20.0 * fpo_s;
     let dppo_update_s = 10.0 * 20.0 * dppo_s;
@@ -198,13 +214,14 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         },
         "steps_timed": options.steps,
         "mini_batch_split": options.mini_batch_split,
-        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s, "dppo_minibatch_step_s": dppo_s},
+        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s, "dppo_minibatch_step_s": dppo_s, "qam_actor_step_s": qam_actor_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
         "update_s_per_env_step": {
             "rldt": rldt_update_s / env_steps,
             "reinflow": reinflow_update_s / env_steps,
             "fpo": fpo_update_s / env_steps,
             "dppo": dppo_update_s / env_steps,
+            "qam": qam_update_s / env_steps,
         },
     });
     if let Some(torch) = torch {
