@@ -16,9 +16,9 @@
 
 use rldt_vision::toy_baselines::{run_toy_dppo, run_toy_qam, ToyReinflowOptions};
 
-#[test]
-fn dppo_moves_samples_onto_both_peaks() {
-    let options = ToyReinflowOptions {
+/// The command line's defaults (`rldt-vision toy`).
+fn toy_options() -> ToyReinflowOptions {
+    ToyReinflowOptions {
         reinflow_iterations: 30,
         reinflow_chains: 256,
         reinflow_epochs: 10,
@@ -28,7 +28,12 @@ fn dppo_moves_samples_onto_both_peaks() {
         reinflow_target_kl: 0.01,
         qam_inverse_temperature: 30.0,
         qam_denoising_steps: 32,
-    };
+    }
+}
+
+#[test]
+fn dppo_moves_samples_onto_both_peaks() {
+    let options = toy_options();
     let report = run_toy_dppo(2, 1500, 1e-3, 2000, &options);
     let (before, after) = (&report.pretrained, &report.finetuned);
     eprintln!("near a peak {:.3}, left share {:.3}, mean Q {:.3}", after.near_peak, after.left_share, after.mean_q);
@@ -40,17 +45,7 @@ fn dppo_moves_samples_onto_both_peaks() {
 
 #[test]
 fn qam_moves_samples_onto_a_peak() {
-    let options = ToyReinflowOptions {
-        reinflow_iterations: 30,
-        reinflow_chains: 256,
-        reinflow_epochs: 10,
-        reinflow_minibatch: 64,
-        reinflow_clip: 0.01,
-        reinflow_entropy: 0.01,
-        reinflow_target_kl: 0.01,
-        qam_inverse_temperature: 30.0,
-        qam_denoising_steps: 32,
-    };
+    let options = toy_options();
     let report = run_toy_qam(7, 1500, 1e-3, 300, 2000, &options);
     let (before, after) = (&report.pretrained, &report.finetuned);
     eprintln!("near a peak {:.3}, left share {:.3}, mean Q {:.3}", after.near_peak, after.left_share, after.mean_q);
