@@ -24,12 +24,12 @@ use tch::{Device, Kind, Tensor};
 
 use super::actor_value::{ActorAndValue, ActorValueCounters};
 use super::noisy_chain::transition_mean;
-use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
+use super::onpolicy::{advantages, minibatch_metrics, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
 use super::ppo::{normalize_advantages, PpoSettings};
 use super::reinflow::finite;
 use crate::error::Result;
 use crate::policy::{FlowPolicy, ObsBatch};
-use crate::train::metrics::{field_means, Metrics};
+use crate::train::metrics::Metrics;
 use rldt_datasets::random::SplitMix64;
 
 /// The `dppo` section of a fine-tuning config (DPPO's Robomimic values in brackets).
@@ -285,9 +285,7 @@ impl OnPolicyLearner for Dppo {
             });
             Ok(surrogate.approx_kl)
         })?;
-        let mut metrics = field_means("ppo", &stats);
-        metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
-        Ok(metrics)
+        Ok(minibatch_metrics(&stats))
     }
 
     fn save(&self, dir: &Path) -> Result<ActorValueCounters> {

@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::actor_value::{ActorAndValue, ActorValueCounters};
-use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
+use super::onpolicy::{advantages, minibatch_metrics, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
 use super::ppo::{normalize_advantages, PpoSettings};
 use super::reinflow::finite;
 use crate::error::Result;
 use crate::policy::{flow, FlowPolicy, ObsBatch};
-use crate::train::metrics::{field_means, Metrics};
+use crate::train::metrics::Metrics;
 use rldt_datasets::random::SplitMix64;
 
 /// The trust region of each ratio.
@@ -301,8 +301,7 @@ impl OnPolicyLearner for Fpo {
             });
             Ok(approx_kl)
         })?;
-        let mut metrics = field_means("ppo", &stats);
-        metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
+        let mut metrics = minibatch_metrics(&stats);
         metrics.extend(old_loss_quantiles);
         Ok(metrics)
     }

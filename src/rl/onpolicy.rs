@@ -138,6 +138,14 @@ pub fn collect_on_policy_round(
     })
 }
 
+/// An update's metrics from its minibatch steps' numbers: `ppo/<field>` means over the steps
+/// and `ppo/minibatch_steps`, their count.
+pub fn minibatch_metrics<T: serde::Serialize + Default>(steps: &[T]) -> crate::train::metrics::Metrics {
+    let mut metrics = crate::train::metrics::field_means("ppo", steps);
+    metrics.push(("ppo/minibatch_steps".into(), steps.len() as f64));
+    metrics
+}
+
 /// What the on-policy loop (`train::onpolicy`) needs of a baseline's learner.
 pub trait OnPolicyLearner {
     /// Counters saved beside the weights (optimizer steps, the return scale).

@@ -20,14 +20,14 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::critic::init_encoder_from_actor;
 use super::noisy_chain::{chain_log_prob, sample_noisy_chain, NoiseNet, NoisyChainSettings};
-use super::onpolicy::{advantages, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
+use super::onpolicy::{advantages, minibatch_metrics, ChunkSample, OnPolicyLearner, OnPolicyTrajectory};
 use super::ppo::{clip_gradients, clipped_surrogate, normalize_advantages, PpoSettings, RunningReturnScale};
 use super::value::ValueNet;
 use crate::error::{Error, Result};
 use crate::optim::AdamW;
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::{FlowPolicy, ObsBatch};
-use crate::train::metrics::{field_means, Metrics};
+use crate::train::metrics::Metrics;
 use rldt_datasets::random::SplitMix64;
 
 /// One minibatch step's numbers (`ppo/*` metrics, means over the iteration's steps).
@@ -205,9 +205,7 @@ impl OnPolicyLearner for Reinflow {
             });
             Ok(surrogate.approx_kl)
         })?;
-        let mut metrics = field_means("ppo", &stats);
-        metrics.push(("ppo/minibatch_steps".into(), stats.len() as f64));
-        Ok(metrics)
+        Ok(minibatch_metrics(&stats))
     }
 
     /// The actor's `policy.json` carries K', so `eval` runs the policy as ReinFlow evaluates it.
