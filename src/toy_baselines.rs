@@ -335,6 +335,7 @@ pub fn run_toy_qam(
         inverse_temperature: options.qam_inverse_temperature,
         clip_endpoint: true,
         denoising_steps: options.qam_denoising_steps,
+        q_gradient_from_target: false, // the toy's Q is exact: no critic, no target
     };
     let (states, trajectories) = (16i64, 8i64);
     let q_grad = |a: &Tensor, _first_row: i64| q_and_grad(a).1;

@@ -37,6 +37,7 @@ fn bench_finetune_reports_both_sides() {
         positive(&format!("/rust_tch/{method}_minibatch_step_s"));
         positive(&format!("/update_s_per_env_step/{method}"));
     }
+    positive("/rust_tch/qam_critic_step_s");
     positive("/rust_tch/qam_actor_step_s");
     positive("/update_s_per_env_step/qam");
     positive("/pytorch_eager/peak_rss_mb");

@@ -390,7 +390,12 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
         inverse_temperature: 30.0,
         clip_endpoint: true,
         denoising_steps: 4,
+        q_gradient_from_target: true,
     });
+    // QAM's own ensemble: every head on every trajectory, a pessimistic mean − ρ·std target.
+    config.critic.heads = 3;
+    config.critic.head_trajectories = rldt_vision::rl::critic::HeadTrajectories::All;
+    config.critic.target_over_heads = rldt_vision::rl::critic::TargetOverHeads::MeanMinusStd(0.5);
     config.rollout.exploration_steps = vec![3];
     config.recording.probe_states = 0;
     config.validate().unwrap();
@@ -417,6 +422,13 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     assert_ne!(step(2, "policy.safetensors"), step(4, "policy.safetensors"), "the actor moved");
     let spec: Value = serde_json::from_slice(&step(4, "policy.json")).unwrap();
     assert_eq!(spec["config"]["num_denoising_steps"], 4, "QAM's K' in its checkpoint");
+    let critic = tch::Tensor::read_safetensors(run_dir.join("checkpoints/step_00000004/critic.safetensors")).unwrap();
+    let heads: std::collections::BTreeSet<&str> =
+        critic.iter().filter_map(|(name, _)| name.strip_prefix("heads.")?.split('.').next()).collect();
+    assert_eq!(heads.len(), 3, "critic.heads = 3 in the checkpoint: {heads:?}");
+    let mut no_heads = config.clone();
+    no_heads.critic.heads = 0;
+    assert!(no_heads.validate().unwrap_err().contains("critic.heads"));
 
     let mut bare = config.clone();
     bare.actor.adjoint_matching = None;

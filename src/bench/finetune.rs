@@ -9,7 +9,8 @@
 //! ReinFlow: the noisy chain's log-likelihood under θ and φ; FPO++: the CFM losses of 8 draws
 //! per chunk; then V, the loss, backward, clipping, AdamW) with the settings of
 //! `configs/finetune/square_{reinflow,fpo}.json`, one QAM actor step (one trajectory per state,
-//! `configs/finetune/square_state_qam.json`'s λ and K' = 32; its critic is RLDT's), and the
+//! `configs/finetune/square_state_qam.json`'s λ and K' = 32) with a draw and a critic step of
+//! QAM's ensemble (10 heads on every trajectory, mean − 0.5·std target, 1 bootstrap sample), and the
 //! update seconds per env step of each algorithm at its paper schedule (RLDT and QAM: 16 rounds
 //! × (32 critic + 2 actor) steps, the on-policy baselines: 10 epochs × 20 minibatches, all per
 //! 51,200 env steps).
@@ -31,7 +32,7 @@ use crate::policy::{FlowPolicy, PolicySpec};
 use crate::rl::actor::ActorObjective;
 use crate::rl::actor::{ActorSettings, ReferencePolicy};
 use crate::rl::adjoint_matching::AdjointMatchingSettings;
-use crate::rl::critic::CriticSettings;
+use crate::rl::critic::{CriticSettings, HeadTrajectories, TargetOverHeads};
 use crate::rl::rldt::Rldt;
 use crate::rl::trajectory::Trajectory;
 
@@ -139,6 +140,9 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         target_ema: 0.995,
         target_samples: 2,
         mini_batch_split: options.mini_batch_split,
+        heads: 2,
+        head_trajectories: HeadTrajectories::Interleaved,
+        target_over_heads: TargetOverHeads::Min,
     };
     let actor_settings = ActorSettings {
         objective: ActorObjective { particles: options.particles, ..ActorObjective::paper() },
@@ -182,10 +186,22 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
             inverse_temperature: 30.0,
             clip_endpoint: true,
             denoising_steps: 32,
+            q_gradient_from_target: true,
         }),
         ..actor_settings.clone()
     };
-    let mut qam = Rldt::new(&dir, &critic_settings, &qam_settings, device)?;
+    let qam_critic_settings = CriticSettings {
+        heads: 10,
+        head_trajectories: HeadTrajectories::All,
+        target_over_heads: TargetOverHeads::MeanMinusStd(0.5),
+        target_samples: 1,
+        ..critic_settings.clone()
+    };
+    let mut qam = Rldt::new(&dir, &qam_critic_settings, &qam_settings, device)?;
+    let qam_draw_s = time(&mut || qam.draw_critic_batch(&critic_refs).map(|_| ()))?;
+    let drawn = qam.draw_critic_batch(&critic_refs)?;
+    let qam_critic_s = time(&mut || qam.critic_step(&drawn, 1e-3).map(|_| ()))?;
+    drop(drawn);
     let qam_actor_s = time(&mut || qam.actor_step(&actor_refs).map(|_| ()))?;
     drop(qam);
     let reinflow_s = time_on_policy_step("reinflow", &dir, &spec, options, device, &mut rng, &time)?;
@@ -195,7 +211,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
     // iteration: 64 envs × 2 episodes × 400 steps).
     let env_steps = 51_200.0;
     let rldt_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * actor_s);
-    let qam_update_s = 16.0 * (draw_s + 32.0 * critic_s + 2.0 * qam_actor_s);
+    let qam_update_s = 16.0 * (qam_draw_s + 32.0 * qam_critic_s + 2.0 * qam_actor_s);
     let reinflow_update_s = 10.0 * 20.0 * reinflow_s;
     let fpo_update_s = 10.0 * 20.0 * fpo_s;
     let dppo_update_s = 10.0 * 20.0 * dppo_s;
@@ -214,7 +230,7 @@ pub fn bench_finetune(options: &FinetuneBenchOptions) -> Result<Value> {
         },
         "steps_timed": options.steps,
         "mini_batch_split": options.mini_batch_split,
-        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s, "dppo_minibatch_step_s": dppo_s, "qam_actor_step_s": qam_actor_s},
+        "rust_tch": {"critic_batch_draw_s": draw_s, "critic_step_s": critic_s, "actor_step_s": actor_s, "peak_rss_mb_after_rldt": peak_rss_mb, "reinflow_minibatch_step_s": reinflow_s, "fpo_minibatch_step_s": fpo_s, "dppo_minibatch_step_s": dppo_s, "qam_critic_batch_draw_s": qam_draw_s, "qam_critic_step_s": qam_critic_s, "qam_actor_step_s": qam_actor_s},
         "reinflow_minibatch_chunks": options.reinflow_minibatch,
         "update_s_per_env_step": {
             "rldt": rldt_update_s / env_steps,

@@ -15,7 +15,7 @@ use crate::config::PretrainConfig;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::policy::{FlowPolicy, ObsBatch};
-use crate::rl::critic::Critic;
+use crate::rl::critic::{Critic, HeadTrajectories};
 
 /// The flags of `rldt-vision bench parity`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,7 +58,7 @@ pub fn bench_parity(options: &ParityOptions) -> Result<Value> {
         let policy_vs = nn::VarStore::new(device);
         let policy = FlowPolicy::new(&policy_vs.root(), spec.clone())?;
         let critic_vs = nn::VarStore::new(device);
-        let critic = Critic::new(&critic_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
+        let critic = Critic::new(&critic_vs.root(), &spec, 2).map_err(crate::policy::PolicyError::from)?;
         Ok(Side { policy_vs, policy, critic_vs, critic })
     };
     tch::manual_seed(0);
@@ -97,8 +97,13 @@ pub fn bench_parity(options: &ParityOptions) -> Result<Value> {
             (cond, velocity, endpoint)
         });
         let features = side.critic.features(obs, false);
-        let q = side.critic.q_from_features(&features, &actions.to_device(on)); // [B, HEADS]
-        let loss = Critic::td_loss(&q.unsqueeze(1), &targets.to_device(on), &targets.ones_like().to_device(on));
+        let q = side.critic.q_from_features(&features, &actions.to_device(on)); // [B, 2]
+        let loss = Critic::td_loss(
+            &q.unsqueeze(1),
+            &targets.to_device(on),
+            &targets.ones_like().to_device(on),
+            HeadTrajectories::Interleaved,
+        );
         loss.backward();
         let mut gradients: Vec<(String, Tensor)> =
             side.critic_vs.variables().into_iter().map(|(name, v)| (name, v.grad().copy())).collect();

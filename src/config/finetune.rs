@@ -157,7 +157,7 @@ impl FinetuneConfig {
         let (r, s, c, a) = (&self.rollout, &self.schedule, &self.critic, &self.actor);
         let d = self.recording.view_3d_dims;
         let qam = self.algorithm == Algorithm::Qam;
-        let checks: [(bool, &str, String); 23] = [
+        let checks: [(bool, &str, String); 25] = [
             (
                 matches!(self.algorithm, Algorithm::Rldt | Algorithm::Qam),
                 "algorithm",
@@ -212,6 +212,15 @@ impl FinetuneConfig {
                 "target_ema in [0, 1) and target_samples ≥ 1".into(),
             ),
             (c.mini_batch_split >= 1, "critic.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
+            (c.heads >= 1, "critic.heads", "must be ≥ 1".into()),
+            (
+                match c.target_over_heads {
+                    crate::rl::critic::TargetOverHeads::Min => true,
+                    crate::rl::critic::TargetOverHeads::MeanMinusStd(rho) => rho.is_finite() && rho >= 0.0,
+                },
+                "critic.target_over_heads",
+                "mean_minus_std's ρ must be finite and ≥ 0".into(),
+            ),
             (a.mini_batch_split >= 1, "actor.mini_batch_split", "must be ≥ 1 (1 = one pass)".into()),
             (
                 a.objective.particles >= if qam { 1 } else { 2 },

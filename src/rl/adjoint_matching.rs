@@ -1,8 +1,10 @@
 //! QAM's actor objective (Q-learning with Adjoint Matching, Li et al., arXiv 2601.14234; adjoint
 //! matching: Domingo-Enrich et al., arXiv 2409.08861; docs/baselines.md "QAM"): fine-tune the
 //! velocity field v_θ so that its samples follow π*(a|s) ∝ π_base(a|s)·exp(λ·Q(s, a)), with
-//! π_base the reference policy (`actor.reference`) and Q the critic RLDT trains. It runs in
-//! RLDT's loop (critic, replay, rounds) in place of the transport objective of `rl::actor`.
+//! π_base the reference policy (`actor.reference`) and Q the critic of RLDT's loop (with QAM's
+//! ensemble settings: `critic.heads` 10, every head on every trajectory, a mean − 0.5·std
+//! target). It runs in RLDT's loop (critic, replay, rounds) in place of the transport objective
+//! of `rl::actor`.
 //! Convention as the policy's: t = 0 noise, t = 1 data, K Euler steps, h = 1/K, t_i = i·h.
 //!
 //! 1. A memoryless trajectory per row, without gradient, from x_0 ~ N(0, I) with v_θ:
@@ -38,6 +40,9 @@ pub struct AdjointMatchingSettings {
     /// fine-tuned field follow the memoryless SDE's tilt only from K' ≈ 16 on (at 8 and 10
     /// they move away from Q; docs/baselines.md "QAM"), so the configs use 32.
     pub denoising_steps: i64,
+    /// ∇_a Q from the target critic's heads (QAM: true, its `use_target_grad`) instead of the
+    /// online critic's.
+    pub q_gradient_from_target: bool,
 }
 
 /// σ_i = √(2·(1 − t_i + h)/(t_i + h)) for t [N, 1], h = 1/K.

@@ -7,8 +7,10 @@
 //!     a'      ← S = target_samples plain ODE samples of the current actor at every s_{t+1}
 //! every critic step (critic_steps_per_round of them, paper 32):
 //!     Q̄_{t+1} = clip(mean_S min_heads Q_target(s_{t+1}, a'), 0, 1)   target moved by EMA
+//!               (QAM: mean_heads − ρ·std_heads in place of min_heads)
 //!     G       = TD(λ)(r', d', Q̄)
-//!     L       = Σ_h Σ_{n ≡ h mod 2, t} mask·(Q_h(s_t, a_t) − G_t)² / (T·N_h)
+//!     L       = Σ_h Σ_{n ≡ h mod H, t} mask·(Q_h(s_t, a_t) − G_t)² / (T·N_h)
+//!               (QAM: every head on every n, N_h = N)
 //!     the gradient of L accumulated over `mini_batch_split` parts of the trajectories
 //! ```
 //!
@@ -30,7 +32,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::critic::{Critic, HEADS};
+use super::critic::{Critic, HeadTrajectories, TargetOverHeads};
 use super::mini_batch::parts;
 use super::returns::{needed_bootstraps, td_lambda};
 use super::trajectory::Trajectory;
@@ -49,7 +51,7 @@ pub struct CriticBatch {
     pub rewards: Tensor,
     pub dones: Tensor,
     pub mask: Tensor,
-    /// [N, T, HEADS]: mask / (T·N_h) where trajectory n belongs to head h = n mod HEADS, else 0.
+    /// [N, T, H]: mask / (T·N_h) where trajectory n belongs to head h, else 0.
     pub loss_weights: Tensor,
     /// [L] flat indices of the entries the loss reads (mask > 0), ascending.
     pub loss_entries: Tensor,
@@ -61,12 +63,14 @@ pub struct CriticBatch {
 
 impl CriticBatch {
     /// Draws the batch: one augmentation of its images and S bootstrap samples per needed
-    /// next state from `actor` (no gradient, part by part). Trajectories must share one length.
+    /// next state from `actor` (no gradient, part by part); the loss weights for `heads` heads
+    /// learning from `head_trajectories`. Trajectories must share one length.
     pub fn draw(
         trajectories: &[&Trajectory],
         actor: &FlowPolicy,
         samples: i64,
         split: usize,
+        (heads, head_trajectories): (i64, HeadTrajectories),
         device: Device,
     ) -> Result<Self, String> {
         let (n, t_len) = (trajectories.len() as i64, trajectories[0].chunks as i64);
@@ -107,7 +111,7 @@ impl CriticBatch {
                 Tensor::cat(&per_part, 1)
             }
         });
-        let loss_weights = loss_weights(&mask);
+        let loss_weights = loss_weights(&mask, heads, head_trajectories);
         Ok(Self {
             trajectories: n,
             chunks: t_len,
@@ -123,9 +127,9 @@ impl CriticBatch {
         })
     }
 
-    /// Q̄_{t+1} [N, T] with `target` at the bootstrap entries (0 elsewhere), part by part,
-    /// without gradient.
-    pub fn next_values(&self, target: &Critic, split: usize) -> Tensor {
+    /// Q̄_{t+1} [N, T] with `target` at the bootstrap entries (0 elsewhere), its heads reduced
+    /// by `over_heads`, part by part, without gradient.
+    pub fn next_values(&self, target: &Critic, over_heads: TargetOverHeads, split: usize) -> Tensor {
         let (n, t_len) = (self.trajectories, self.chunks);
         let samples = self.bootstrap.size()[0];
         let device = self.actions.device();
@@ -136,8 +140,8 @@ impl CriticBatch {
                 let features = target.features(&self.states.select(&next_rows(&entries, t_len)), false);
                 let a_next = self.bootstrap.narrow(1, start, len).reshape([samples * len, -1]);
                 let q = target.q_from_features(&features.repeat([samples, 1]), &a_next); // [S·len, H]
-                let q_min = q.min_dim(-1, false).0.view([samples, len]).mean_dim(0, false, Kind::Float);
-                let _ = values.index_copy_(0, &entries, &q_min.clamp(0.0, 1.0));
+                let q_bar = over_heads.reduce(&q).view([samples, len]).mean_dim(0, false, Kind::Float);
+                let _ = values.index_copy_(0, &entries, &q_bar.clamp(0.0, 1.0));
             }
             values.view([n, t_len])
         })
@@ -153,7 +157,8 @@ impl CriticBatch {
     /// entries and heads).
     pub fn backward(&self, critic: &Critic, targets: &Tensor, split: usize) -> (f64, f64) {
         let t_len = self.chunks;
-        let (flat_targets, flat_weights) = (targets.view([-1]), self.loss_weights.view([-1, HEADS]));
+        let heads = self.loss_weights.size()[2];
+        let (flat_targets, flat_weights) = (targets.view([-1]), self.loss_weights.view([-1, heads]));
         let (mut loss_sum, mut q_sum) = (0.0, 0.0);
         let count = self.loss_entries.size()[0];
         for (start, len) in parts(count, split) {
@@ -166,17 +171,25 @@ impl CriticBatch {
             loss_sum += loss.double_value(&[]);
             q_sum += q.detach().sum(Kind::Float).double_value(&[]);
         }
-        (loss_sum, q_sum / (count.max(1) * HEADS) as f64)
+        (loss_sum, q_sum / (count.max(1) * heads) as f64)
     }
 }
 
-/// mask [N, T] → [N, T, HEADS]: mask / (T·N_h) for h = n mod HEADS, 0 for the other heads.
-fn loss_weights(mask: &Tensor) -> Tensor {
+/// mask [N, T] → [N, T, H]: mask / (T·N_h) where trajectory n belongs to head h, 0 for the
+/// other heads. "interleaved": n belongs to head n mod H (N_h of them); "all": to every head
+/// (N_h = N).
+fn loss_weights(mask: &Tensor, heads: i64, head_trajectories: HeadTrajectories) -> Tensor {
     let (n, t_len) = mask.size2().expect("mask is [N, T]");
     let device = mask.device();
-    let head_of = Tensor::arange(n, (Kind::Int64, device)).remainder(HEADS); // [N]
-    let heads = Tensor::arange(HEADS, (Kind::Int64, device));
-    let one_hot = head_of.view([n, 1]).eq_tensor(&heads.view([1, HEADS])).to_kind(Kind::Float); // [N, H]
+    let one_hot = match head_trajectories {
+        HeadTrajectories::Interleaved => {
+            let head_of = Tensor::arange(n, (Kind::Int64, device)).remainder(heads); // [N]
+            let head_ids = Tensor::arange(heads, (Kind::Int64, device));
+            head_of.view([n, 1]).eq_tensor(&head_ids.view([1, heads])).to_kind(Kind::Float)
+            // [N, H]
+        }
+        HeadTrajectories::All => Tensor::ones([n, heads], (Kind::Float, device)),
+    };
     let entries = one_hot.sum_dim_intlist(0, true, Kind::Float).clamp_min(1.0) * t_len as f64; // [1, H]
     mask.unsqueeze(-1) * (one_hot / entries).unsqueeze(1)
 }
@@ -223,15 +236,21 @@ mod tests {
     /// path (Q̄ only where a read target uses it, the loss only on unmasked entries, in 1, 2
     /// and 3 parts) gives the same loss and the same gradient. Five full-length episodes of 4
     /// chunks, shaped as a round: success held from t = 1, never, lost at t = 3, from t = 0,
-    /// at the last chunk (time-outs terminal).
+    /// at the last chunk (time-outs terminal). RLDT's ensemble (2 heads, interleaved, min) and
+    /// QAM's (3 heads here, all on every trajectory, mean − 0.5·std written out by hand).
     #[test]
     fn read_entries_in_parts_equal_the_plain_full_pass() {
+        parts_equal_the_plain_full_pass(2, HeadTrajectories::Interleaved, TargetOverHeads::Min);
+        parts_equal_the_plain_full_pass(3, HeadTrajectories::All, TargetOverHeads::MeanMinusStd(0.5));
+    }
+
+    fn parts_equal_the_plain_full_pass(heads: i64, head_trajectories: HeadTrajectories, over_heads: TargetOverHeads) {
         tch::manual_seed(7);
         let spec = tiny_image_spec();
         let cpu = (Kind::Float, Device::Cpu);
         let (vs, target_vs) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
-        let critic = Critic::new(&vs.root(), &spec).unwrap();
-        let target = Critic::new(&target_vs.root(), &spec).unwrap();
+        let critic = Critic::new(&vs.root(), &spec, heads).unwrap();
+        let target = Critic::new(&target_vs.root(), &spec, heads).unwrap();
         let (n, t_len, samples) = (5i64, 4i64, 2i64);
         let raw = Tensor::from_slice(&[
             0.0f32, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0,
@@ -258,7 +277,7 @@ mod tests {
             rewards: shaped.rewards.shallow_clone(),
             dones: shaped.dones.shallow_clone(),
             mask: shaped.mask.shallow_clone(),
-            loss_weights: loss_weights(&shaped.mask),
+            loss_weights: loss_weights(&shaped.mask, heads, head_trajectories),
             bootstrap: every_bootstrap.index_select(1, &bootstrap_entries),
             loss_entries,
             bootstrap_entries,
@@ -274,12 +293,20 @@ mod tests {
         let plain_next = tch::no_grad(|| {
             let features = target.features(&batch.states.select(&next_rows(&every, t_len)), false);
             let q = target.q_from_features(&features.repeat([samples, 1]), &every_bootstrap.reshape([-1, 14]));
-            q.min_dim(-1, false).0.view([samples, n * t_len]).mean_dim(0, false, Kind::Float).clamp(0.0, 1.0)
+            let per_sample = match over_heads {
+                TargetOverHeads::Min => q.min_dim(-1, false).0,
+                TargetOverHeads::MeanMinusStd(rho) => {
+                    let mean = q.mean_dim(-1, true, Kind::Float);
+                    let std = (&q - &mean).square().mean_dim(-1, false, Kind::Float).sqrt();
+                    mean.squeeze_dim(-1) - std * rho
+                }
+            };
+            per_sample.view([samples, n * t_len]).mean_dim(0, false, Kind::Float).clamp(0.0, 1.0)
         });
         let plain_targets = batch.targets(&plain_next.view([n, t_len]), 0.999, 0.5);
         let all = batch.states.select(&current_rows(&every, t_len));
-        let q = critic.q_from_features(&critic.features(&all, false), &batch.actions).view([n, t_len, HEADS]);
-        let reference = Critic::td_loss(&q, &plain_targets, &batch.mask);
+        let q = critic.q_from_features(&critic.features(&all, false), &batch.actions).view([n, t_len, heads]);
+        let reference = Critic::td_loss(&q, &plain_targets, &batch.mask, head_trajectories);
         reference.backward();
         let expected = gradients(&vs);
         let total: f64 = expected.iter().map(|g| g.abs().sum(Kind::Float).double_value(&[])).sum();
@@ -289,9 +316,14 @@ mod tests {
             for v in vs.variables().values() {
                 let _ = v.grad().zero_();
             }
-            let targets = batch.targets(&batch.next_values(&target, split), 0.999, 0.5);
+            let targets = batch.targets(&batch.next_values(&target, over_heads, split), 0.999, 0.5);
             let read = batch.mask.gt(0.0);
-            assert!(targets.masked_select(&read).allclose(&plain_targets.masked_select(&read), 1e-6, 1e-7, false));
+            let (got, want) = (targets.masked_select(&read), plain_targets.masked_select(&read));
+            let largest = (&got - &want).abs().max().double_value(&[]);
+            assert!(
+                got.allclose(&want, 1e-6, 1e-6, false),
+                "{heads} heads, split {split}: targets differ by {largest}"
+            );
             let (loss, _) = batch.backward(&critic, &targets, split);
             assert!((loss - reference.double_value(&[])).abs() < 1e-5, "split {split}: {loss} vs {reference}");
             for (got, want) in gradients(&vs).iter().zip(&expected) {

@@ -11,7 +11,7 @@
 //! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++), [`dppo`]
 //! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
 //! their loop is `train::onpolicy`. The off-policy baseline QAM, [`adjoint_matching`] (its
-//! actor objective), runs in RLDT's loop with RLDT's critic.
+//! actor objective), runs in RLDT's loop with its own critic ensemble (`critic` settings).
 
 pub mod actor;
 pub mod actor_loss;

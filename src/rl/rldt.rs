@@ -5,13 +5,16 @@
 //! Critic batch (once per round, `rl::critic_batch`): N trajectories of T chunks, their
 //!   images augmented once, 2 bootstrap samples a' per next state from the actor.
 //! Critic step (one call = one gradient step on that batch):
-//!   Q̄_{t+1} = clip(mean over the cached a' of min over target heads Q_target(s_{t+1}, a'), 0, 1);
+//!   Q̄_{t+1} = clip(mean over the cached a' of min over target heads Q_target(s_{t+1}, a'), 0, 1)
+//!   (QAM's ensemble: mean − ρ·std over the heads in place of min; `critic.target_over_heads`);
 //!   G = TD(λ)(r', d', Q̄);
-//!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod 2),
-//!   its gradient accumulated over `mini_batch_split` parts; target ← EMA after the step.
+//!   loss = Σ_heads mean(mask·(Q_head(s_t, a_t) − G_t)²), head h on trajectories n ≡ h (mod H)
+//!   (QAM: every head on every trajectory; `critic.head_trajectories`), its gradient
+//!   accumulated over `mini_batch_split` parts; target ← EMA after the step.
 //! Actor step: the objective of `rl::actor` on all unmasked states of the given trajectories,
-//! with ∇_a Q = the mean of the two online heads' gradients at the particles (QAM: the
-//! adjoint-matching objective of `rl::adjoint_matching` instead, same critic and loop).
+//! with ∇_a Q = the mean of the online heads' gradients at the particles (QAM: the
+//! adjoint-matching objective of `rl::adjoint_matching` instead, same loop, ∇_a Q from the
+//! target critic's heads when `actor.adjoint_matching.q_gradient_from_target` is set).
 
 use std::path::Path;
 
@@ -88,11 +91,15 @@ impl Rldt {
             )));
         }
         let critic_vs = nn::VarStore::new(device);
-        let critic = Critic::new(&critic_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
+        let heads = critic_settings.heads;
+        if heads < 1 {
+            return Err(Error::CriticBatch(format!("critic.heads is {heads}; the ensemble needs at least one head")));
+        }
+        let critic = Critic::new(&critic_vs.root(), &spec, heads).map_err(crate::policy::PolicyError::from)?;
         init_encoder_from_actor(&critic_vs, &actor_vs)
             .map_err(|message| Error::RunDir { dir: pretrained.into(), message })?;
         let mut target_vs = nn::VarStore::new(device);
-        let target = Critic::new(&target_vs.root(), &spec).map_err(crate::policy::PolicyError::from)?;
+        let target = Critic::new(&target_vs.root(), &spec, heads).map_err(crate::policy::PolicyError::from)?;
         let target_ema =
             Ema::new(&critic_vs, &mut target_vs, critic_settings.target_ema).map_err(tch_error(pretrained))?;
         let actor_optimizer = AdamW::new(&actor_vs, 0.9, 0.999, 1e-8, 0.0);
@@ -130,6 +137,7 @@ impl Rldt {
             &self.actor,
             settings.target_samples as i64,
             settings.mini_batch_split,
+            (settings.heads, settings.head_trajectories),
             self.device(),
         )
         .map_err(Error::CriticBatch)
@@ -140,7 +148,7 @@ impl Rldt {
     pub fn critic_step(&mut self, batch: &CriticBatch, critic_lr: f64) -> Result<CriticStats> {
         let (gamma, lambda, split) =
             (self.critic_settings.gamma, self.critic_settings.lambda, self.critic_settings.mini_batch_split);
-        let next_values = batch.next_values(&self.target, split);
+        let next_values = batch.next_values(&self.target, self.critic_settings.target_over_heads, split);
         let targets = batch.targets(&next_values, gamma, lambda);
         self.critic_optimizer.zero_grad();
         let (loss_value, q_mean) = batch.backward(&self.critic, &targets, split);
@@ -173,11 +181,12 @@ impl Rldt {
         }
         let obs = Trajectory::states(&states, self.device());
         let particles = self.actor_settings.objective.particles;
-        let features =
-            tch::no_grad(|| self.critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
+        let from_target = self.actor_settings.adjoint_matching.as_ref().is_some_and(|qam| qam.q_gradient_from_target);
+        let critic = if from_target { &self.target } else { &self.critic };
+        let features = tch::no_grad(|| critic.features(&obs, false)).repeat_interleave_self_int(particles, 0, None);
         self.actor_optimizer.zero_grad();
         let q_grad = |actions: &Tensor, first_row: i64| {
-            self.q_gradient(&features.narrow(0, first_row, actions.size()[0]), actions)
+            q_gradient_of(critic, &self.actor, &features.narrow(0, first_row, actions.size()[0]), actions)
         };
         let out = match &self.actor_settings.adjoint_matching {
             None => actor_objective(
@@ -215,16 +224,7 @@ impl Rldt {
     /// ∇_a of the mean over the online heads of Q(s, a) at full chunks [N, D], features
     /// [N, F]: zero over the non-executed part of the chunk (the critic sees only Ta·A).
     pub fn q_gradient(&self, features: &Tensor, actions: &Tensor) -> Tensor {
-        let (exec, d) =
-            (self.actor.spec().config.exec_horizon * self.actor.spec().action_dim, self.actor.action_numbers());
-        let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
-        let q = self.critic.q_from_features(features, &executed).mean_dim(-1, false, Kind::Float).sum(Kind::Float);
-        let grad = Tensor::run_backward(&[q], &[&executed], false, false).remove(0);
-        if exec < d {
-            Tensor::cat(&[grad, Tensor::zeros([actions.size()[0], d - exec], (Kind::Float, actions.device()))], 1)
-        } else {
-            grad
-        }
+        q_gradient_of(&self.critic, &self.actor, features, actions)
     }
 
     /// Mean over the online heads of Q(s, a): full chunks [N, D], features [N, F] → [N].
@@ -296,5 +296,20 @@ impl Rldt {
         self.critic_optimizer.load(&dir.join(CRITIC_OPTIMIZER_FILE), counters.critic_optimizer_steps)?;
         self.actor_steps = counters.actor_steps;
         Ok(())
+    }
+}
+
+/// ∇_a of the mean over `critic`'s heads of Q(s, a) at full chunks [N, D] of `actor`, features
+/// [N, F] from that critic: zero over the non-executed part of the chunk (the critic sees only
+/// Ta·A).
+fn q_gradient_of(critic: &Critic, actor: &FlowPolicy, features: &Tensor, actions: &Tensor) -> Tensor {
+    let (exec, d) = (actor.spec().config.exec_horizon * actor.spec().action_dim, actor.action_numbers());
+    let executed = actions.narrow(1, 0, exec).detach().set_requires_grad(true);
+    let q = critic.q_from_features(features, &executed).mean_dim(-1, false, Kind::Float).sum(Kind::Float);
+    let grad = Tensor::run_backward(&[q], &[&executed], false, false).remove(0);
+    if exec < d {
+        Tensor::cat(&[grad, Tensor::zeros([actions.size()[0], d - exec], (Kind::Float, actions.device()))], 1)
+    } else {
+        grad
     }
 }
