@@ -17,7 +17,8 @@ The grid file (configs/sweeps/*.json; every key is listed in docs/sweeps.md):
   record (write the rerun recording; default false).
 Top-level keys are defaults for every benchmark; a benchmark's own keys override them.
 
-A trial is done when its summary <evidence>/<benchmark>/<label>_s<seed>.json exists (committed:
+Trials are submitted seed by seed (every method's seed 0 before any seed 1), so the evidence of
+a sweep stopped part-way stays balanced across methods. A trial is done when its summary <evidence>/<benchmark>/<label>_s<seed>.json exists (committed:
 evidence accumulates across machines and sessions); done trials are skipped. A stopped trial
 whose run directory is still there resumes (`--resume`). A trial that fails is reported with
 the tail of its log and the sweep carries on; run the sweep again to retry it. Each trial's
@@ -121,6 +122,9 @@ def trials_of(bench, seeds=None, methods=None):
                 config["seed"] = seed
                 config["pretrained"] = bench["pretrained"]
                 trials.append((label, seed, method_name, config))
+    # Seed-major: every method's and grid point's seed 0 before any seed 1, so a sweep stopped
+    # part-way (a session's end, a lost node) leaves each method with the same seeds done.
+    trials.sort(key=lambda trial: bench["seeds"].index(trial[1]))
     return trials
 
 

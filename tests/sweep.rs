@@ -87,6 +87,12 @@ fn a_two_trial_sweep_runs_on_local_ray_reports_a_failure_and_skips_finished_tria
     let grid_file = dir.join("grid.json");
     std::fs::write(&grid_file, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
 
+    // Seed-major order: both methods' seed 0 before either seed 1 (methods in the file's order,
+    // which serde_json writes sorted by key).
+    let (_, listed) = sweep(&grid_file, &["--dry-run"]);
+    let order: Vec<&str> = listed.lines().filter_map(|l| l.strip_prefix("[sweep] to run   tiny_lift/")).collect();
+    assert_eq!(order, ["broken_s0", "svgd_s0", "broken_s1", "svgd_s1"], "{listed}");
+
     let (ok, text) = sweep(&grid_file, &["--seeds", "0,1"]);
     assert!(!ok, "a failed trial makes the sweep exit non-zero:\n{text}");
     assert!(text.contains("4 trials to run, 0 done already"), "{text}");
