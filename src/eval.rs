@@ -10,7 +10,9 @@
 //! give the same per-episode results for the same weights and seeds. Reports the success
 //! rate with a 95% Wilson interval, the mean episode length, per-episode results (seed,
 //! success, length), which weights ran, and a GIF of chosen episodes (first camera, every step
-//! rendered for those).
+//! rendered for those). With `--best-of-n N` (a fine-tuning checkpoint with a critic) each
+//! chunk is the best of N proposals by the critic's Q (`rl::best_of_n`); N = 1 is the plain
+//! evaluation.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ use crate::episodes::{
 use crate::error::{Error, Result};
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
+use crate::rl::best_of_n::CriticRanker;
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -56,6 +59,10 @@ pub struct EvalOptions {
     /// Episode length limit (default: the task's).
     #[arg(long)]
     pub horizon: Option<usize>,
+    /// Run the best of N policy proposals per chunk, ranked by the checkpoint's critic (RLDT
+    /// and QAM fine-tuning checkpoints); 1 = plain evaluation.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub best_of_n: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +82,9 @@ pub struct EvalReport {
     pub checkpoint: PathBuf,
     /// Which of the checkpoint's weights ran: "ema" or "online".
     pub weights: String,
+    /// Proposals per chunk ranked by the critic (1: plain evaluation).
+    #[serde(default = "one")]
+    pub best_of_n: u32,
     pub task: String,
     pub episodes: usize,
     pub successes: usize,
@@ -87,11 +97,16 @@ pub struct EvalReport {
     pub per_episode: Vec<EpisodeResult>,
 }
 
+fn one() -> u32 {
+    1
+}
+
 impl EvalReport {
     /// The report of `results` (any order; sorted by episode here).
     pub fn of(
         checkpoint: PathBuf,
         weights: &str,
+        best_of_n: u32,
         task: Task,
         mut results: Vec<EpisodeResult>,
         env_steps: usize,
@@ -103,6 +118,7 @@ impl EvalReport {
         EvalReport {
             checkpoint,
             weights: weights.into(),
+            best_of_n,
             task: task.name().into(),
             episodes: n,
             successes,
@@ -230,6 +246,10 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     checkpoint::require_single_frame(&dir)?;
     let device = options.device.resolve()?;
     let (_vs, policy) = checkpoint::load(&dir, weights, device)?;
+    let ranker = match options.best_of_n {
+        1 => None,
+        _ => Some(CriticRanker::load(&dir, &policy, device)?),
+    };
     let spec = policy.spec().clone();
     let cameras: Vec<String> = spec.obs.image_keys.iter().map(|k| k.trim_end_matches("_image").to_owned()).collect();
     let mut sim = SimConfig::for_task(options.task, cameras, spec.image_size.max(1) as usize);
@@ -257,11 +277,14 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         let observations: Vec<&Observation> = running.iter().map(|r| &r.obs).collect();
         let batch =
             obs_batch(&spec, &observations, device).map_err(|message| Error::RunDir { dir: dir.clone(), message })?;
-        let chunks = tch::no_grad(|| {
-            let cond = policy.condition(&batch, false);
-            let keys: Vec<(u64, usize)> = running.iter().map(|r| (r.id.seed, r.steps)).collect();
-            let chain = policy.sample_chain(&cond, &policy.episode_noise(&keys));
-            policy.env_actions(&chain.get(spec.config.num_denoising_steps))
+        let keys: Vec<(u64, usize)> = running.iter().map(|r| (r.id.seed, r.steps)).collect();
+        let chunks = tch::no_grad(|| match &ranker {
+            None => {
+                let cond = policy.condition(&batch, false);
+                let chain = policy.sample_chain(&cond, &policy.episode_noise(&keys));
+                policy.env_actions(&chain.get(spec.config.num_denoising_steps))
+            }
+            Some(ranker) => policy.env_actions(&ranker.select(&policy, &batch, &keys, options.best_of_n as usize)),
         });
         let render = if running.iter().any(|r| r.record) { Render::Every } else { Render::Last };
         Ok(Decision::plain(env_chunks(&spec, &chunks), render))
@@ -277,7 +300,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         Weights::Online => "online",
     };
     let seconds = started_at.elapsed().as_secs_f64();
-    Ok(EvalReport::of(dir, weights, options.task, sink.results, tally.env_steps, seconds))
+    Ok(EvalReport::of(dir, weights, options.best_of_n, options.task, sink.results, tally.env_steps, seconds))
 }
 
 /// Frames (u8 RGB, size×size) → an animated GIF at 20 frames per second (the control rate).
@@ -305,7 +328,7 @@ mod tests {
 
     #[test]
     fn an_empty_evaluation_reports_plus_zero() {
-        let report = EvalReport::of(PathBuf::from("ckpt"), "ema", Task::Lift, vec![], 0, 0.0);
+        let report = EvalReport::of(PathBuf::from("ckpt"), "ema", 1, Task::Lift, vec![], 0, 0.0);
         assert!(report.mean_episode_length == 0.0 && report.mean_episode_length.is_sign_positive());
         assert_eq!(format!("{:.0}", report.mean_episode_length), "0");
     }

@@ -131,7 +131,11 @@ fn run() -> anyhow::Result<()> {
         Command::Eval { options, out, threads } => {
             set_threads(threads);
             let report = rldt_vision::eval::evaluate(&options)?;
-            let out = out.unwrap_or_else(|| report.checkpoint.join(format!("eval_{}.json", options.task.name())));
+            let name = match options.best_of_n {
+                1 => format!("eval_{}.json", options.task.name()),
+                n => format!("eval_{}_best_of_{n}.json", options.task.name()),
+            };
+            let out = out.unwrap_or_else(|| report.checkpoint.join(name));
             std::fs::write(&out, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             print_eval(&options, &report, &out);
@@ -238,8 +242,12 @@ fn print_collect(options: &CollectOptions, summary: &CollectSummary, seconds: f6
 
 fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path) {
     println!(
-        "{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s ({} weights)",
+        "{}{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s ({} weights)",
         options.task.name(),
+        match report.best_of_n {
+            1 => String::new(),
+            n => format!(" (best of {n} by the critic)"),
+        },
         100.0 * report.success_rate,
         report.successes,
         report.episodes,

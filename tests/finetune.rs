@@ -150,6 +150,7 @@ fn finetune_runs_evaluates_and_resumes() {
         video: None,
         video_episodes: vec![],
         horizon: Some(8),
+        best_of_n: 1,
     })
     .unwrap();
     assert_eq!(report.episodes, 1);
@@ -265,6 +266,7 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
         video: None,
         video_episodes: vec![],
         horizon: Some(8),
+        best_of_n: 1,
     };
     let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
@@ -356,6 +358,7 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         video: None,
         video_episodes: vec![],
         horizon: Some(60),
+        best_of_n: 1,
     })
     .unwrap();
     let outcome =
@@ -426,6 +429,26 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     let heads: std::collections::BTreeSet<&str> =
         critic.iter().filter_map(|(name, _)| name.strip_prefix("heads.")?.split('.').next()).collect();
     assert_eq!(heads.len(), 3, "critic.heads = 3 in the checkpoint: {heads:?}");
+    // Best-of-n with this run's critic (its 3 heads read from the file); a checkpoint
+    // without a critic is refused by name.
+    let best_of = |checkpoint: PathBuf| rldt_vision::eval::EvalOptions {
+        checkpoint,
+        online_weights: false,
+        task: rldt_vision::sim::Task::Square,
+        episodes: 2,
+        workers: 1,
+        seed: 100_000,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(8),
+        best_of_n: 4,
+    };
+    let report = rldt_vision::eval::evaluate(&best_of(run_dir.clone())).unwrap();
+    assert_eq!((report.best_of_n, report.episodes), (4, 2));
+    let refused = rldt_vision::eval::evaluate(&best_of(pretrained.clone())).err().expect("no critic").to_string();
+    assert!(refused.contains("critic.safetensors"), "{refused}");
     let mut no_heads = config.clone();
     no_heads.critic.heads = 0;
     assert!(no_heads.validate().unwrap_err().contains("critic.heads"));

@@ -174,6 +174,7 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
         video: None,
         video_episodes: vec![],
         horizon: Some(8),
+        best_of_n: 1,
     })
     .unwrap();
     assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));

@@ -12,11 +12,13 @@
 //! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
 //! their loop is `train::onpolicy`. The off-policy baseline QAM, [`adjoint_matching`] (its
 //! actor objective), runs in RLDT's loop with its own critic ensemble (`critic` settings).
+//! [`best_of_n`]: a fine-tune's critic ranking n policy proposals per state (`eval --best-of-n`).
 
 pub mod actor;
 pub mod actor_loss;
 pub mod actor_value;
 pub mod adjoint_matching;
+pub mod best_of_n;
 pub mod critic;
 pub mod critic_batch;
 pub mod dppo;

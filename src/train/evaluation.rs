@@ -135,7 +135,8 @@ pub fn evaluate(
         None => (run_dir::checkpoints_dir(context.run_dir).join(run_dir::step_name(iteration as i64)), "online"),
     };
     let seconds = started.elapsed().as_secs_f64();
-    let report = EvalReport::of(checkpoint, weights, context.task, round.per_episode.clone(), round.env_steps, seconds);
+    let report =
+        EvalReport::of(checkpoint, weights, 1, context.task, round.per_episode.clone(), round.env_steps, seconds);
     let file = InRunEvaluation {
         point: point.clone(),
         first_seed: context.settings.first_seed,

@@ -1,0 +1,124 @@
+//! Critic-ranked action selection, best-of-n (QAM's `best_of_n`; `rldt-vision eval
+//! --best-of-n N`): at every chunk boundary the policy proposes n plain ODE chunks per state,
+//! the fine-tune's critic scores each by the mean over its heads of Q(s, a_exec), and the
+//! highest-scoring chunk runs:
+//!
+//!     a_j ~ π(·|s)  (j = 0..n, x_0 of candidate j from key (seed + j·2⁴⁰, step))
+//!     a*  = a_argmax_j mean_h Q_h(s, a_j[..Ta·A])
+//!
+//! Candidate 0 uses the plain evaluation's noise, so n = 1 is the plain evaluation exactly.
+//! Comparing n = 1 with n > 1 on the same fixed seeds asks whether the critic ranks the
+//! policy's own proposals better than chance: the question every critic-guided method (RLDT's
+//! transport, QAM, the delta field) depends on.
+
+use std::path::Path;
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::critic::Critic;
+use crate::error::{Error, Result};
+use crate::policy::checkpoint;
+use crate::policy::{FlowPolicy, ObsBatch};
+
+use super::rldt::CRITIC_FILE; // the online critic of a fine-tuning checkpoint (`Rldt::save`)
+
+/// Noise-key offset between candidates: far above any episode seed.
+const CANDIDATE_SEED_STRIDE: u64 = 1 << 40;
+
+/// The online critic of a fine-tuning checkpoint, ready to rank chunks.
+pub struct CriticRanker {
+    _vs: nn::VarStore,
+    critic: Critic,
+}
+
+impl CriticRanker {
+    /// Loads `critic.safetensors` of checkpoint `dir` for a policy of `policy`'s spec; the
+    /// number of heads is read from the file (`heads.{h}.*`). A checkpoint without a critic
+    /// (pretraining, the on-policy baselines) is refused by name.
+    pub fn load(dir: &Path, policy: &FlowPolicy, device: Device) -> Result<Self> {
+        let path = dir.join(CRITIC_FILE);
+        if !path.is_file() {
+            return Err(Error::Usage(format!(
+                "best-of-n needs a critic: {} has no {CRITIC_FILE} (only RLDT and QAM fine-tuning checkpoints carry one)",
+                dir.display()
+            )));
+        }
+        let tensors = Tensor::read_safetensors(&path).map_err(|source| Error::Tch { path: path.clone(), source })?;
+        let heads = heads_in(tensors.iter().map(|(name, _)| name.as_str()));
+        if heads == 0 {
+            return Err(Error::Usage(format!("{}: no `heads.*` tensors, not a critic", path.display())));
+        }
+        let mut vs = nn::VarStore::new(device);
+        let critic = Critic::new(&vs.root(), policy.spec(), heads).map_err(crate::policy::PolicyError::from)?;
+        checkpoint::load_weights(&mut vs, &path)?;
+        Ok(Self { _vs: vs, critic })
+    }
+
+    /// The best of n candidate chunks per state: obs (B states), keys (seed, step) per state →
+    /// [B, D] normalised chunks (no gradient).
+    pub fn select(&self, policy: &FlowPolicy, obs: &ObsBatch, keys: &[(u64, usize)], n: usize) -> Tensor {
+        tch::no_grad(|| {
+            let cond = policy.condition(obs, false);
+            let k = policy.spec().config.num_denoising_steps;
+            let candidates: Vec<Tensor> = (0..n as u64)
+                .map(|j| {
+                    let shifted: Vec<(u64, usize)> =
+                        keys.iter().map(|&(seed, step)| (seed.wrapping_add(j * CANDIDATE_SEED_STRIDE), step)).collect();
+                    policy.sample_chain(&cond, &policy.episode_noise(&shifted)).get(k)
+                })
+                .collect();
+            let candidates = Tensor::stack(&candidates, 0); // [n, B, D]
+            if n == 1 {
+                return candidates.get(0);
+            }
+            let (b, d) = (candidates.size()[1], candidates.size()[2]);
+            let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
+            let features = self.critic.features(obs, false).repeat([n as i64, 1]); // candidate-major
+            let executed = candidates.view([n as i64 * b, d]).narrow(1, 0, exec);
+            let q = self.critic.q_from_features(&features, &executed).mean_dim(-1, false, Kind::Float);
+            best_of(&candidates, &q.view([n as i64, b]))
+        })
+    }
+}
+
+/// H from tensor names: one more than the largest h of `heads.{h}.…`.
+fn heads_in<'a>(names: impl Iterator<Item = &'a str>) -> i64 {
+    names
+        .filter_map(|name| name.strip_prefix("heads.")?.split('.').next()?.parse::<i64>().ok())
+        .max()
+        .map_or(0, |h| h + 1)
+}
+
+/// candidates [n, B, D], scores [n, B] → [B, D]: per state the candidate with the highest score.
+pub fn best_of(candidates: &Tensor, scores: &Tensor) -> Tensor {
+    let d = candidates.size()[2];
+    let winner = scores.argmax(0, false); // [B]
+    let b = winner.size()[0];
+    candidates.gather(0, &winner.view([1, b, 1]).expand([1, b, d], false), false).squeeze_dim(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three candidates for two states, D = 2: state 0's best is candidate 2, state 1's is 0.
+    #[test]
+    fn best_of_picks_the_highest_score_per_state() {
+        let candidates = Tensor::from_slice(&[
+            0.0f32, 0.1, 1.0, 1.1, // candidate 0: state 0, state 1
+            2.0, 2.1, 3.0, 3.1, // candidate 1
+            4.0, 4.1, 5.0, 5.1, // candidate 2
+        ])
+        .view([3, 2, 2]);
+        let scores = Tensor::from_slice(&[0.1f32, 0.9, 0.2, 0.5, 0.3, 0.7]).view([3, 2]);
+        let picked: Vec<f32> = best_of(&candidates, &scores).view([-1]).try_into().unwrap();
+        assert_eq!(picked, vec![4.0, 4.1, 1.0, 1.1]);
+    }
+
+    #[test]
+    fn heads_counted_from_tensor_names() {
+        let names = ["encoder.x", "heads.0.0.weight", "heads.9.3.bias", "heads.2.1.weight"];
+        assert_eq!(heads_in(names.into_iter()), 10);
+        assert_eq!(heads_in(["encoder.x"].into_iter()), 0);
+    }
+}
