@@ -7,10 +7,10 @@
 //! do not depend on the worker count or on the other episodes. It executes the first Ta
 //! actions; the cameras render only at the chunk's end. A fine-tune's in-run evaluation
 //! (`rl::rollout::collect_round` with `Sampling::Evaluate`) samples the same way, so both
-//! give the same per-episode results for the same weights and seeds. Reports the success
-//! rate with a 95% Wilson interval, the mean episode length, per-episode results (seed,
-//! success, length), which weights ran, and a GIF of chosen episodes (first camera, every step
-//! rendered for those). With `--best-of-n N` (a fine-tuning checkpoint with a critic) each
+//! give the same per-episode results for the same weights, seeds and libtorch thread count.
+//! Reports the success rate with a 95% Wilson interval, the mean episode length, per-episode
+//! results (seed, success, length), which weights ran, and a GIF of chosen episodes (first
+//! camera, every step rendered for those). With `--best-of-n N` (a fine-tuning checkpoint with a critic) each
 //! chunk is the best of N proposals by the critic's Q (`rl::best_of_n`); N = 1 is the plain
 //! evaluation.
 
