@@ -23,7 +23,7 @@ use crate::episodes::{
 use crate::error::{Error, Result};
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
-use crate::rl::best_of_n::CriticRanker;
+use crate::rl::best_of_n::{CriticRanker, RankBy};
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,9 @@ pub struct EvalOptions {
     /// and QAM fine-tuning checkpoints); 1 = plain evaluation.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub best_of_n: u32,
+    /// How best-of-n scores a proposal: the mean over the critic's heads or their minimum.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub rank_by: RankBy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +88,10 @@ pub struct EvalReport {
     /// Proposals per chunk ranked by the critic (1: plain evaluation).
     #[serde(default = "one")]
     pub best_of_n: u32,
+    /// With best-of-n: how the heads scored (`rank_by`) and Σ‖a* − ā‖ / Σ mean_j ‖a_j − ā‖
+    /// over every ranked state (1: chosen like chance; > 1: the outlying proposals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_of_n_ranking: Option<Ranking>,
     pub task: String,
     pub episodes: usize,
     pub successes: usize,
@@ -99,6 +106,12 @@ pub struct EvalReport {
 
 fn one() -> u32 {
     1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ranking {
+    pub rank_by: RankBy,
+    pub spread_ratio: f64,
 }
 
 impl EvalReport {
@@ -119,6 +132,7 @@ impl EvalReport {
             checkpoint,
             weights: weights.into(),
             best_of_n,
+            best_of_n_ranking: None,
             task: task.name().into(),
             episodes: n,
             successes,
@@ -271,6 +285,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         results: Vec::new(),
         progress,
     };
+    // Σ‖a* − ā‖ and Σ mean_j ‖a_j − ā‖ of best-of-n (rl::best_of_n).
+    let mut spread = (0.0, 0.0);
     // Plain ODE samples for every running episode as one batch; every step is rendered while
     // a video episode runs, else only chunk ends.
     let actor = |running: &[&Running<bool>]| {
@@ -284,7 +300,12 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
                 let chain = policy.sample_chain(&cond, &policy.episode_noise(&keys));
                 policy.env_actions(&chain.get(spec.config.num_denoising_steps))
             }
-            Some(ranker) => policy.env_actions(&ranker.select(&policy, &batch, &keys, options.best_of_n as usize)),
+            Some(ranker) => {
+                let chosen = ranker.select(&policy, &batch, &keys, options.best_of_n as usize, options.rank_by);
+                spread.0 += chosen.chosen_distance;
+                spread.1 += chosen.candidate_distance;
+                policy.env_actions(&chosen.chunks)
+            }
         });
         let render = if running.iter().any(|r| r.record) { Render::Every } else { Render::Last };
         Ok(Decision::plain(env_chunks(&spec, &chunks), render))
@@ -300,7 +321,13 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         Weights::Online => "online",
     };
     let seconds = started_at.elapsed().as_secs_f64();
-    Ok(EvalReport::of(dir, weights, options.best_of_n, options.task, sink.results, tally.env_steps, seconds))
+    let mut report =
+        EvalReport::of(dir, weights, options.best_of_n, options.task, sink.results, tally.env_steps, seconds);
+    if ranker.is_some() {
+        report.best_of_n_ranking =
+            Some(Ranking { rank_by: options.rank_by, spread_ratio: spread.0 / spread.1.max(f64::MIN_POSITIVE) });
+    }
+    Ok(report)
 }
 
 /// Frames (u8 RGB, size×size) → an animated GIF at 20 frames per second (the control rate).

@@ -151,6 +151,7 @@ fn finetune_runs_evaluates_and_resumes() {
         video_episodes: vec![],
         horizon: Some(8),
         best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     })
     .unwrap();
     assert_eq!(report.episodes, 1);
@@ -267,6 +268,7 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
         video_episodes: vec![],
         horizon: Some(8),
         best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     };
     let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
@@ -359,6 +361,7 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         video_episodes: vec![],
         horizon: Some(60),
         best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     })
     .unwrap();
     let outcome =
@@ -444,9 +447,12 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
         video_episodes: vec![],
         horizon: Some(8),
         best_of_n: 4,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     };
     let report = rldt_vision::eval::evaluate(&best_of(run_dir.clone())).unwrap();
     assert_eq!((report.best_of_n, report.episodes), (4, 2));
+    let ranking = report.best_of_n_ranking.expect("best-of-n reports its ranking");
+    assert!(ranking.spread_ratio.is_finite() && ranking.spread_ratio > 0.0, "{ranking:?}");
     let refused = rldt_vision::eval::evaluate(&best_of(pretrained.clone())).err().expect("no critic").to_string();
     assert!(refused.contains("critic.safetensors"), "{refused}");
     let mut no_heads = config.clone();

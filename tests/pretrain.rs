@@ -269,6 +269,7 @@ fn a_checkpoint_evaluates_in_simulation() {
         video_episodes: vec![1],
         horizon: Some(12),
         best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     };
     let report = rldt_vision::eval::evaluate(&options).unwrap();
     assert_eq!(report.checkpoint, summary.checkpoint, "a run directory resolves to its latest checkpoint");
@@ -314,6 +315,7 @@ fn eval_refuses_missing_ema_and_non_finite_weights() {
         video_episodes: vec![],
         horizon: Some(2),
         best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
     };
     use rldt_vision::eval::weights_to_evaluate;
     assert_eq!(weights_to_evaluate(&summary.checkpoint, false).unwrap(), Weights::Ema);

@@ -4,7 +4,12 @@
 //! highest-scoring chunk runs:
 //!
 //!     a_j ~ π(·|s)  (j = 0..n, x_0 of candidate j from key (seed + j·2⁴⁰, step))
-//!     a*  = a_argmax_j mean_h Q_h(s, a_j[..Ta·A])
+//!     a*  = a_argmax_j mean_h Q_h(s, a_j[..Ta·A])      (`--rank-by min`: min_h Q_h)
+//!
+//! Beside the choice, how atypical the chosen proposals are: the spread ratio
+//! Σ ‖a* − ā‖ / Σ mean_j ‖a_j − ā‖ over every ranked state (executed part, normalised units,
+//! ā the mean of the state's n proposals): 1 when the critic picks like chance, > 1 when it
+//! prefers the policy's outlying proposals.
 //!
 //! Candidate 0 uses the plain evaluation's noise, so n = 1 is the plain evaluation exactly.
 //! Comparing n = 1 with n > 1 on the same fixed seeds asks whether the critic ranks the
@@ -13,6 +18,7 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::critic::Critic;
@@ -24,6 +30,25 @@ use super::rldt::CRITIC_FILE; // the online critic of a fine-tuning checkpoint (
 
 /// Noise-key offset between candidates: far above any episode seed.
 const CANDIDATE_SEED_STRIDE: u64 = 1 << 40;
+
+/// How the critic's heads score a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// mean_h Q_h (QAM's best-of-n).
+    Mean,
+    /// min_h Q_h (pessimistic, as RLDT's bootstrap target).
+    Min,
+}
+
+/// A ranked batch: the chosen chunks [B, D] and the two sums of the spread ratio.
+pub struct Selection {
+    pub chunks: Tensor,
+    /// Σ over states of ‖a* − ā‖ (executed part).
+    pub chosen_distance: f64,
+    /// Σ over states of mean_j ‖a_j − ā‖ (executed part).
+    pub candidate_distance: f64,
+}
 
 /// The online critic of a fine-tuning checkpoint, ready to rank chunks.
 pub struct CriticRanker {
@@ -54,9 +79,16 @@ impl CriticRanker {
         Ok(Self { _vs: vs, critic })
     }
 
-    /// The best of n candidate chunks per state: obs (B states), keys (seed, step) per state →
-    /// [B, D] normalised chunks (no gradient).
-    pub fn select(&self, policy: &FlowPolicy, obs: &ObsBatch, keys: &[(u64, usize)], n: usize) -> Tensor {
+    /// The best of n candidate chunks per state by `rank_by`: obs (B states), keys (seed,
+    /// step) per state → [B, D] normalised chunks and the spread sums (no gradient).
+    pub fn select(
+        &self,
+        policy: &FlowPolicy,
+        obs: &ObsBatch,
+        keys: &[(u64, usize)],
+        n: usize,
+        rank_by: RankBy,
+    ) -> Selection {
         tch::no_grad(|| {
             let cond = policy.condition(obs, false);
             let k = policy.spec().config.num_denoising_steps;
@@ -69,14 +101,21 @@ impl CriticRanker {
                 .collect();
             let candidates = Tensor::stack(&candidates, 0); // [n, B, D]
             if n == 1 {
-                return candidates.get(0);
+                return Selection { chunks: candidates.get(0), chosen_distance: 0.0, candidate_distance: 0.0 };
             }
             let (b, d) = (candidates.size()[1], candidates.size()[2]);
             let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
             let features = self.critic.features(obs, false).repeat([n as i64, 1]); // candidate-major
             let executed = candidates.view([n as i64 * b, d]).narrow(1, 0, exec);
-            let q = self.critic.q_from_features(&features, &executed).mean_dim(-1, false, Kind::Float);
-            best_of(&candidates, &q.view([n as i64, b]))
+            let per_head = self.critic.q_from_features(&features, &executed); // [n·B, H]
+            let q = match rank_by {
+                RankBy::Mean => per_head.mean_dim(-1, false, Kind::Float),
+                RankBy::Min => per_head.min_dim(-1, false).0,
+            };
+            let chunks = best_of(&candidates, &q.view([n as i64, b]));
+            let (chosen_distance, candidate_distance) =
+                spread_sums(&candidates.narrow(2, 0, exec), &chunks.narrow(1, 0, exec));
+            Selection { chunks, chosen_distance, candidate_distance }
         })
     }
 }
@@ -87,6 +126,15 @@ fn heads_in<'a>(names: impl Iterator<Item = &'a str>) -> i64 {
         .filter_map(|name| name.strip_prefix("heads.")?.split('.').next()?.parse::<i64>().ok())
         .max()
         .map_or(0, |h| h + 1)
+}
+
+/// candidates [n, B, E], chosen [B, E] → (Σ_b ‖a*_b − ā_b‖, Σ_b mean_j ‖a_j,b − ā_b‖), ā_b the
+/// mean of state b's candidates.
+pub fn spread_sums(candidates: &Tensor, chosen: &Tensor) -> (f64, f64) {
+    let n = candidates.size()[0] as f64;
+    let centre = candidates.mean_dim(0, false, Kind::Float); // [B, E]
+    let distance = |x: &Tensor| x.norm_scalaropt_dim(2.0, [-1], false).sum(Kind::Float).double_value(&[]);
+    (distance(&(chosen - &centre)), distance(&(candidates - &centre)) / n)
 }
 
 /// candidates [n, B, D], scores [n, B] → [B, D]: per state the candidate with the highest score.
@@ -113,6 +161,17 @@ mod tests {
         let scores = Tensor::from_slice(&[0.1f32, 0.9, 0.2, 0.5, 0.3, 0.7]).view([3, 2]);
         let picked: Vec<f32> = best_of(&candidates, &scores).view([-1]).try_into().unwrap();
         assert_eq!(picked, vec![4.0, 4.1, 1.0, 1.1]);
+    }
+
+    /// One state, E = 1, candidates 0, 0, 0, 3: ā = 0.75, mean distance (3·0.75 + 2.25)/4 =
+    /// 1.125; choosing 3 gives 2.25 (ratio 2), choosing a 0 gives 0.75 (ratio 2/3).
+    #[test]
+    fn spread_sums_by_hand() {
+        let candidates = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 3.0]).view([4, 1, 1]);
+        let (outlier, mean) = spread_sums(&candidates, &Tensor::from_slice(&[3.0f32]).view([1, 1]));
+        assert!((outlier - 2.25).abs() < 1e-6 && (mean - 1.125).abs() < 1e-6, "{outlier} {mean}");
+        let (typical, _) = spread_sums(&candidates, &Tensor::from_slice(&[0.0f32]).view([1, 1]));
+        assert!((typical - 0.75).abs() < 1e-6, "{typical}");
     }
 
     #[test]
