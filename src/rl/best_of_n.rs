@@ -3,8 +3,10 @@
 //! the fine-tune's critic scores each by the mean over its heads of Q(s, a_exec), and the
 //! highest-scoring chunk runs:
 //!
-//!     a_j ~ π(·|s)  (j = 0..n, x_0 of candidate j from key (seed + j·2⁴⁰, step))
-//!     a*  = a_argmax_j mean_h Q_h(s, a_j[..Ta·A])      (`--rank-by min`: min_h Q_h)
+//! ```text
+//! a_j ~ π(·|s)  (j = 0..n, x_0 of candidate j from key (seed + j·2⁴⁰, step))
+//! a*  = a_argmax_j mean_h Q_h(s, a_j[..Ta·A])      (--rank-by min: min_h Q_h)
+//! ```
 //!
 //! Beside the choice, how atypical the chosen proposals are: the spread ratio
 //! Σ ‖a* − ā‖ / Σ mean_j ‖a_j − ā‖ over every ranked state (executed part, normalised units,
