@@ -24,6 +24,32 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// A tiny pretrained run in its own scratch directory (tests run in parallel).
+/// `eval` on CPU with one worker, plain sampling, no video: `episodes` from `seed`, `horizon`
+/// steps each.
+fn eval_options(
+    checkpoint: PathBuf,
+    task: rldt_vision::sim::Task,
+    episodes: usize,
+    seed: u64,
+    horizon: usize,
+) -> rldt_vision::eval::EvalOptions {
+    rldt_vision::eval::EvalOptions {
+        checkpoint,
+        online_weights: false,
+        task,
+        episodes,
+        workers: 1,
+        seed,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(horizon),
+        best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+    }
+}
+
 fn pretrained(name: &str) -> PathBuf {
     pretrained_with(name, |_| {})
 }
@@ -138,22 +164,9 @@ fn finetune_runs_evaluates_and_resumes() {
     assert!(run_dir.join("probes.safetensors").is_file());
 
     // The checkpoint evaluates like a pretrained one (actor weights, no EMA file).
-    let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
-        checkpoint: run_dir.clone(),
-        online_weights: false,
-        task: rldt_vision::sim::Task::Square,
-        episodes: 1,
-        workers: 1,
-        seed: 100_000,
-        device: rldt_vision::device::DeviceChoice::Cpu,
-        mujoco_gl: "egl".into(),
-        video: None,
-        video_episodes: vec![],
-        horizon: Some(8),
-        best_of_n: 1,
-        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
-    })
-    .unwrap();
+    let report =
+        rldt_vision::eval::evaluate(&eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 1, 100_000, 8))
+            .unwrap();
     assert_eq!(report.episodes, 1);
 
     // Killed after iteration 2's checkpoint: resume runs iteration 3 (and only it).
@@ -255,21 +268,7 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
     let err = failed_run(tiny(&pretrained), &scratch("two_frames"));
     let message = err.to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
-    let options = rldt_vision::eval::EvalOptions {
-        checkpoint: pretrained.clone(),
-        online_weights: false,
-        task: rldt_vision::sim::Task::Square,
-        episodes: 1,
-        workers: 1,
-        seed: 0,
-        device: rldt_vision::device::DeviceChoice::Cpu,
-        mujoco_gl: "egl".into(),
-        video: None,
-        video_episodes: vec![],
-        horizon: Some(8),
-        best_of_n: 1,
-        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
-    };
+    let options = eval_options(pretrained.clone(), rldt_vision::sim::Task::Square, 1, 0, 8);
     let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
 }
@@ -348,22 +347,8 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("evaluations/iteration_00000.json")).unwrap())
             .unwrap();
 
-    let report = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
-        checkpoint: pretrained,
-        online_weights: false,
-        task: rldt_vision::sim::Task::Lift,
-        episodes: 8,
-        workers: 1,
-        seed: 100_000,
-        device: rldt_vision::device::DeviceChoice::Cpu,
-        mujoco_gl: "egl".into(),
-        video: None,
-        video_episodes: vec![],
-        horizon: Some(60),
-        best_of_n: 1,
-        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
-    })
-    .unwrap();
+    let report =
+        rldt_vision::eval::evaluate(&eval_options(pretrained, rldt_vision::sim::Task::Lift, 8, 100_000, 60)).unwrap();
     let outcome =
         |r: &Value| (r["seed"].as_u64().unwrap(), r["success"].as_bool().unwrap(), r["length"].as_u64().unwrap());
     let in_run: Vec<_> = in_run["report"]["per_episode"].as_array().unwrap().iter().map(outcome).collect();
@@ -435,19 +420,8 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     // Best-of-n with this run's critic (its 3 heads read from the file); a checkpoint
     // without a critic is refused by name.
     let best_of = |checkpoint: PathBuf| rldt_vision::eval::EvalOptions {
-        checkpoint,
-        online_weights: false,
-        task: rldt_vision::sim::Task::Square,
-        episodes: 2,
-        workers: 1,
-        seed: 100_000,
-        device: rldt_vision::device::DeviceChoice::Cpu,
-        mujoco_gl: "egl".into(),
-        video: None,
-        video_episodes: vec![],
-        horizon: Some(8),
         best_of_n: 4,
-        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+        ..eval_options(checkpoint, rldt_vision::sim::Task::Square, 2, 100_000, 8)
     };
     let report = rldt_vision::eval::evaluate(&best_of(run_dir.clone())).unwrap();
     assert_eq!((report.best_of_n, report.episodes), (4, 2));
