@@ -10,9 +10,9 @@
 //! give the same per-episode results for the same weights, seeds and libtorch thread count.
 //! Reports the success rate with a 95% Wilson interval, the mean episode length, per-episode
 //! results (seed, success, length), which weights ran, and a GIF of chosen episodes (first
-//! camera, every step rendered for those). With `--best-of-n N` (a fine-tuning checkpoint with a critic) each
-//! chunk is the best of N proposals by the critic's Q (`rl::best_of_n`); N = 1 is the plain
-//! evaluation.
+//! camera, every step rendered for those). With `--best-of-n N` (a fine-tuning checkpoint
+//! with a critic) each chunk is the best of N proposals by the critic's Q (`rl::best_of_n`);
+//! N = 1 is the plain evaluation.
 
 use std::path::{Path, PathBuf};
 
@@ -108,6 +108,7 @@ fn one() -> u32 {
     1
 }
 
+/// How a best-of-n evaluation ranked, and how far from its proposals' mean it chose.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ranking {
     pub rank_by: RankBy,
