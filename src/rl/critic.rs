@@ -134,13 +134,13 @@ impl Critic {
     /// (masked ones count in the denominator); heads summed.
     pub fn td_loss(q: &Tensor, targets: &Tensor, mask: &Tensor, head_trajectories: HeadTrajectories) -> Tensor {
         let (n, heads) = (q.size()[0], q.size()[2]);
-        let step = match head_trajectories {
-            HeadTrajectories::Interleaved => heads,
-            HeadTrajectories::All => 1,
-        };
         let mut total = Tensor::zeros([], (Kind::Float, q.device()));
         for h in 0..heads {
-            let first = if step == 1 { 0 } else { h };
+            // Head h's trajectories: h, h + H, h + 2H, … or all of them.
+            let (first, step) = match head_trajectories {
+                HeadTrajectories::Interleaved => (h, heads),
+                HeadTrajectories::All => (0, 1),
+            };
             let rows = Tensor::arange_start_step(first, n, step, (Kind::Int64, q.device()));
             if rows.numel() == 0 {
                 continue;
