@@ -64,6 +64,29 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), PolicyErro
     refuse_non_finite(vs, path)
 }
 
+/// Like [`load_weights`], from the tensors of `path` already read (`Tensor::read_safetensors`):
+/// every variable of `vs` must be there, with its shape; extra tensors are ignored.
+pub fn load_weights_from(
+    vs: &mut nn::VarStore,
+    stored: Vec<(String, tch::Tensor)>,
+    path: &Path,
+) -> Result<(), PolicyError> {
+    let stored: std::collections::HashMap<String, tch::Tensor> = stored.into_iter().collect();
+    let mut variables: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut variable) in variables {
+        let source = stored.get(&name).ok_or_else(|| checkpoint_error(path, format!("no tensor `{name}`")))?;
+        if source.size() != variable.size() {
+            return Err(checkpoint_error(
+                path,
+                format!("tensor `{name}` has shape {:?}, the model expects {:?}", source.size(), variable.size()),
+            ));
+        }
+        tch::no_grad(|| variable.copy_(source));
+    }
+    refuse_non_finite(vs, path)
+}
+
 /// A weight file holding NaN or ±inf is refused at load, naming the tensor: run, it would
 /// only show as every episode failing ("MuJoCo unstable simulation").
 pub fn refuse_non_finite(vs: &nn::VarStore, path: &Path) -> Result<(), PolicyError> {
@@ -124,4 +147,46 @@ pub fn require_single_frame(dir: &Path) -> Result<(), PolicyError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::Module, Device, Kind, Tensor};
+
+    fn weight_file(name: &str, out: i64) -> (std::path::PathBuf, Tensor) {
+        let dir = std::env::temp_dir().join(format!("rldt-checkpoint-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weights.safetensors");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = nn::linear(vs.root() / "layer", 3, out, Default::default());
+        save_weights(&vs, &path).unwrap();
+        (path, layer.forward(&Tensor::ones([1, 3], (Kind::Float, Device::Cpu))))
+    }
+
+    /// Weights read once and copied in reproduce the saved layer's output exactly.
+    #[test]
+    fn load_weights_from_copies_every_variable() {
+        let (path, expected) = weight_file("copy", 2);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let layer = nn::linear(vs.root() / "layer", 3, 2, Default::default());
+        load_weights_from(&mut vs, Tensor::read_safetensors(&path).unwrap(), &path).unwrap();
+        let got = layer.forward(&Tensor::ones([1, 3], (Kind::Float, Device::Cpu)));
+        assert!(bool::try_from(got.eq_tensor(&expected).all()).unwrap());
+    }
+
+    /// A missing tensor and a wrong shape are refused, naming the tensor (variables checked in
+    /// name order, so `*.bias` first).
+    #[test]
+    fn load_weights_from_names_missing_and_misshapen_tensors() {
+        let (path, _) = weight_file("refuse", 2);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let _other = nn::linear(vs.root() / "other", 3, 2, Default::default());
+        let error = load_weights_from(&mut vs, Tensor::read_safetensors(&path).unwrap(), &path).unwrap_err();
+        assert!(error.to_string().contains("no tensor `other.bias`"), "{error}");
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let _wider = nn::linear(vs.root() / "layer", 3, 4, Default::default());
+        let error = load_weights_from(&mut vs, Tensor::read_safetensors(&path).unwrap(), &path).unwrap_err();
+        assert!(error.to_string().contains("`layer.bias` has shape [2], the model expects [4]"), "{error}");
+    }
 }

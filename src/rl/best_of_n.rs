@@ -77,7 +77,7 @@ impl CriticRanker {
         }
         let mut vs = nn::VarStore::new(device);
         let critic = Critic::new(&vs.root(), policy.spec(), heads).map_err(crate::policy::PolicyError::from)?;
-        checkpoint::load_weights(&mut vs, &path)?;
+        checkpoint::load_weights_from(&mut vs, tensors, &path)?; // the file is read once
         Ok(Self { _vs: vs, critic })
     }
 
