@@ -8,7 +8,7 @@
 //!
 //! The on-policy baselines (docs/baselines.md): [`ppo`] (GAE, clipped surrogate, running
 //! return scale, schedules), [`value`] (V(s)), [`onpolicy`] (their collection round and the
-//! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] (FPO++), [`dppo`]
+//! learner trait), [`noisy_chain`] and [`reinflow`] (ReinFlow), [`fpo`] and [`fpo_objective`] (FPO++), [`dppo`]
 //! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
 //! their loop is `train::onpolicy`. The off-policy baseline QAM, [`adjoint_matching`] (its
 //! actor objective), runs in RLDT's loop with its own critic ensemble (`critic` settings).
@@ -24,6 +24,7 @@ pub mod critic_batch;
 pub mod dppo;
 pub mod exploration;
 pub mod fpo;
+pub mod fpo_objective;
 pub mod mini_batch;
 pub mod noisy_chain;
 pub mod onpolicy;
