@@ -12,7 +12,9 @@
 //! results (seed, success, length), which weights ran, and a GIF of chosen episodes (first
 //! camera, every step rendered for those). With `--best-of-n N` (a fine-tuning checkpoint
 //! with a critic) each chunk is the best of N proposals by the critic's Q (`rl::best_of_n`);
-//! N = 1 is the plain evaluation.
+//! N = 1 is the plain evaluation. With `--critic-calibration` the critic also scores every
+//! executed chunk, and the report says how well those scores separate succeeding from failing
+//! episodes (`rl::critic_calibration`).
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
 use crate::rl::best_of_n::{CriticRanker, RankBy};
+use crate::rl::critic_calibration::{calibration, CriticCalibration};
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,10 @@ pub struct EvalOptions {
     /// How best-of-n scores a proposal: the mean over the critic's heads or their minimum.
     #[arg(long, value_enum, default_value = "mean")]
     pub rank_by: RankBy,
+    /// Score every executed chunk with the checkpoint's critic (mean over heads) and report
+    /// how well the scores separate succeeding from failing episodes (AUC, Brier).
+    #[arg(long)]
+    pub critic_calibration: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +99,10 @@ pub struct EvalReport {
     /// over every ranked state (1: chosen like chance; > 1: the outlying proposals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_of_n_ranking: Option<Ranking>,
+    /// With `--critic-calibration`: the critic's scores of the executed chunks against the
+    /// episodes' outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic_calibration: Option<CriticCalibration>,
     pub task: String,
     pub episodes: usize,
     pub successes: usize,
@@ -134,6 +145,7 @@ impl EvalReport {
             weights: weights.into(),
             best_of_n,
             best_of_n_ranking: None,
+            critic_calibration: None,
             task: task.name().into(),
             episodes: n,
             successes,
@@ -261,8 +273,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     checkpoint::require_single_frame(&dir)?;
     let device = options.device.resolve()?;
     let (_vs, policy) = checkpoint::load(&dir, weights, device)?;
-    let ranker = match options.best_of_n {
-        1 => None,
+    let ranker = match (options.best_of_n, options.critic_calibration) {
+        (1, false) => None,
         _ => Some(CriticRanker::load(&dir, &policy, device)?),
     };
     let spec = policy.spec().clone();
@@ -288,6 +300,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     };
     // Σ‖a* − ā‖ and Σ mean_j ‖a_j − ā‖ of best-of-n (rl::best_of_n).
     let mut spread = (0.0, 0.0);
+    // With --critic-calibration: per episode index, the critic's q of each executed chunk.
+    let mut scores: std::collections::HashMap<usize, Vec<f64>> = std::collections::HashMap::new();
     // Plain ODE samples for every running episode as one batch; every step is rendered while
     // a video episode runs, else only chunk ends.
     let actor = |running: &[&Running<bool>]| {
@@ -295,19 +309,24 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         let batch =
             obs_batch(&spec, &observations, device).map_err(|message| Error::RunDir { dir: dir.clone(), message })?;
         let keys: Vec<(u64, usize)> = running.iter().map(|r| (r.id.seed, r.steps)).collect();
-        let chunks = tch::no_grad(|| match &ranker {
-            None => {
-                let cond = policy.condition(&batch, false);
-                let chain = policy.sample_chain(&cond, &policy.episode_noise(&keys));
-                policy.env_actions(&chain.get(spec.config.num_denoising_steps))
-            }
-            Some(ranker) => {
-                let chosen = ranker.select(&policy, &batch, &keys, options.best_of_n as usize, options.rank_by);
+        let normalised = tch::no_grad(|| match (&ranker, options.best_of_n) {
+            (Some(ranker), n) if n > 1 => {
+                let chosen = ranker.select(&policy, &batch, &keys, n as usize, options.rank_by);
                 spread.0 += chosen.chosen_distance;
                 spread.1 += chosen.candidate_distance;
-                policy.env_actions(&chosen.chunks)
+                chosen.chunks
+            }
+            _ => {
+                let cond = policy.condition(&batch, false);
+                policy.sample_chain(&cond, &policy.episode_noise(&keys)).get(spec.config.num_denoising_steps)
             }
         });
+        if let (Some(ranker), true) = (&ranker, options.critic_calibration) {
+            for (r, q) in running.iter().zip(ranker.executed_q(&policy, &batch, &normalised)) {
+                scores.entry(r.id.index).or_default().push(q);
+            }
+        }
+        let chunks = tch::no_grad(|| policy.env_actions(&normalised));
         let render = if running.iter().any(|r| r.record) { Render::Every } else { Render::Last };
         Ok(Decision::plain(env_chunks(&spec, &chunks), render))
     };
@@ -324,7 +343,12 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let seconds = started_at.elapsed().as_secs_f64();
     let mut report =
         EvalReport::of(dir, weights, options.best_of_n, options.task, sink.results, tally.env_steps, seconds);
-    if ranker.is_some() {
+    if options.critic_calibration {
+        let outcomes: Vec<(bool, Vec<f64>)> =
+            report.per_episode.iter().map(|r| (r.success, scores.remove(&r.episode).unwrap_or_default())).collect();
+        report.critic_calibration = Some(calibration(&outcomes));
+    }
+    if options.best_of_n > 1 {
         report.best_of_n_ranking =
             Some(Ranking { rank_by: options.rank_by, spread_ratio: spread.0 / spread.1.max(f64::MIN_POSITIVE) });
     }

@@ -257,6 +257,19 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
         report.seconds,
         report.weights
     );
+    if let Some(c) = &report.critic_calibration {
+        let show = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        println!(
+            "critic: AUC {} over {} decisions ({} in successes), {} over first decisions; mean Q {} in successes, {} in failures; Brier {}",
+            show(c.auc_all_decisions),
+            c.decisions,
+            c.decisions_in_successes,
+            show(c.auc_first_decision),
+            show(c.mean_q_success),
+            show(c.mean_q_failure),
+            show(c.brier)
+        );
+    }
     println!("per-episode results: {}", out.display());
     if let Some(video) = &options.video {
         println!("video: {}", video.display());

@@ -47,6 +47,7 @@ fn eval_options(
         horizon: Some(horizon),
         best_of_n: 1,
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+        critic_calibration: false,
     }
 }
 
@@ -427,6 +428,23 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     assert_eq!((report.best_of_n, report.episodes), (4, 2));
     let ranking = report.best_of_n_ranking.expect("best-of-n reports its ranking");
     assert!(ranking.spread_ratio.is_finite() && ranking.spread_ratio > 0.0, "{ranking:?}");
+    // --critic-calibration scores the executed chunks without changing them: the same episodes
+    // as the plain evaluation, one score per chunk (8 steps, Ta = 4: 2 chunks an episode).
+    let plain =
+        rldt_vision::eval::evaluate(&eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8))
+            .unwrap();
+    let calibrated = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
+        critic_calibration: true,
+        ..eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8)
+    })
+    .unwrap();
+    let lengths =
+        |r: &rldt_vision::eval::EvalReport| r.per_episode.iter().map(|e| (e.success, e.length)).collect::<Vec<_>>();
+    assert_eq!(lengths(&plain), lengths(&calibrated));
+    let calibration = calibrated.critic_calibration.expect("calibration reported");
+    assert_eq!(calibration.decisions, 4, "{calibration:?}");
+    assert!(calibration.brier.is_some_and(f64::is_finite), "{calibration:?}");
+    assert!(plain.critic_calibration.is_none());
     let refused = rldt_vision::eval::evaluate(&best_of(pretrained.clone())).err().expect("no critic").to_string();
     assert!(refused.contains("critic.safetensors"), "{refused}");
     let mut no_heads = config.clone();

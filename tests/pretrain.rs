@@ -270,6 +270,7 @@ fn a_checkpoint_evaluates_in_simulation() {
         horizon: Some(12),
         best_of_n: 1,
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+        critic_calibration: false,
     };
     let report = rldt_vision::eval::evaluate(&options).unwrap();
     assert_eq!(report.checkpoint, summary.checkpoint, "a run directory resolves to its latest checkpoint");
@@ -316,6 +317,7 @@ fn eval_refuses_missing_ema_and_non_finite_weights() {
         horizon: Some(2),
         best_of_n: 1,
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+        critic_calibration: false,
     };
     use rldt_vision::eval::weights_to_evaluate;
     assert_eq!(weights_to_evaluate(&summary.checkpoint, false).unwrap(), Weights::Ema);

@@ -81,6 +81,17 @@ impl CriticRanker {
         Ok(Self { _vs: vs, critic })
     }
 
+    /// mean_h Q_h(s, a[..Ta·A]) of normalised chunks [B, D] at obs (B states) → B scores (no
+    /// gradient; `rl::critic_calibration`).
+    pub fn executed_q(&self, policy: &FlowPolicy, obs: &ObsBatch, chunks: &Tensor) -> Vec<f64> {
+        tch::no_grad(|| {
+            let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
+            let features = self.critic.features(obs, false);
+            let q = self.critic.q_from_features(&features, &chunks.narrow(1, 0, exec)).mean_dim(-1, false, Kind::Float);
+            Vec::<f64>::try_from(q.to_kind(Kind::Double)).expect("a [B] tensor")
+        })
+    }
+
     /// The best of n candidate chunks per state by `rank_by`: obs (B states), keys (seed,
     /// step) per state → [B, D] normalised chunks and the spread sums (no gradient).
     pub fn select(

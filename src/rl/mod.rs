@@ -12,7 +12,9 @@
 //! (DPPO on a flow policy), [`actor_value`] (the actor and V that FPO++ and DPPO train);
 //! their loop is `train::onpolicy`. The off-policy baseline QAM, [`adjoint_matching`] (its
 //! actor objective), runs in RLDT's loop with its own critic ensemble (`critic` settings).
-//! [`best_of_n`]: a fine-tune's critic ranking n policy proposals per state (`eval --best-of-n`).
+//! [`best_of_n`]: a fine-tune's critic ranking n policy proposals per state (`eval --best-of-n`);
+//! [`critic_calibration`]: its scores of the executed chunks against the episodes' outcomes
+//! (`eval --critic-calibration`).
 
 pub mod actor;
 pub mod actor_loss;
@@ -21,6 +23,7 @@ pub mod adjoint_matching;
 pub mod best_of_n;
 pub mod critic;
 pub mod critic_batch;
+pub mod critic_calibration;
 pub mod dppo;
 pub mod exploration;
 pub mod fpo;
