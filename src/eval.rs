@@ -124,6 +124,12 @@ fn one() -> u32 {
 pub struct Ranking {
     pub rank_by: RankBy,
     pub spread_ratio: f64,
+    /// Mean over ranked states of the std of Q (as ranked) over the state's proposals.
+    #[serde(default)]
+    pub q_std_within_state: f64,
+    /// Std over ranked states of the mean Q of their proposals.
+    #[serde(default)]
+    pub q_std_across_states: f64,
 }
 
 impl EvalReport {
@@ -300,6 +306,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     };
     // Σ‖a* − ā‖ and Σ mean_j ‖a_j − ā‖ of best-of-n (rl::best_of_n).
     let mut spread = (0.0, 0.0);
+    let mut q_spread = crate::rl::best_of_n::QSpread::default();
     // With --critic-calibration: per episode index, the critic's q of each executed chunk.
     let mut scores: std::collections::HashMap<usize, Vec<f64>> = std::collections::HashMap::new();
     // Plain ODE samples for every running episode as one batch; every step is rendered while
@@ -314,6 +321,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
                 let chosen = ranker.select(&policy, &batch, &keys, n as usize, options.rank_by);
                 spread.0 += chosen.chosen_distance;
                 spread.1 += chosen.candidate_distance;
+                q_spread.add(chosen.q_spread);
                 chosen.chunks
             }
             _ => {
@@ -349,8 +357,13 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         report.critic_calibration = Some(calibration(&outcomes));
     }
     if options.best_of_n > 1 {
-        report.best_of_n_ranking =
-            Some(Ranking { rank_by: options.rank_by, spread_ratio: spread.0 / spread.1.max(f64::MIN_POSITIVE) });
+        let (q_std_within_state, q_std_across_states) = q_spread.stds();
+        report.best_of_n_ranking = Some(Ranking {
+            rank_by: options.rank_by,
+            spread_ratio: spread.0 / spread.1.max(f64::MIN_POSITIVE),
+            q_std_within_state,
+            q_std_across_states,
+        });
     }
     Ok(report)
 }

@@ -257,6 +257,12 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
         report.seconds,
         report.weights
     );
+    if let Some(r) = &report.best_of_n_ranking {
+        println!(
+            "ranking ({:?} over heads): spread ratio {:.2}; Q std {:.4} within a state's proposals, {:.4} across states",
+            r.rank_by, r.spread_ratio, r.q_std_within_state, r.q_std_across_states
+        );
+    }
     if let Some(c) = &report.critic_calibration {
         let show = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
         println!(

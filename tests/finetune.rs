@@ -428,6 +428,7 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     assert_eq!((report.best_of_n, report.episodes), (4, 2));
     let ranking = report.best_of_n_ranking.expect("best-of-n reports its ranking");
     assert!(ranking.spread_ratio.is_finite() && ranking.spread_ratio > 0.0, "{ranking:?}");
+    assert!(ranking.q_std_within_state > 0.0 && ranking.q_std_across_states.is_finite(), "{ranking:?}");
     // --critic-calibration scores the executed chunks without changing them: the same episodes
     // as the plain evaluation, one score per chunk (8 steps, Ta = 4: 2 chunks an episode).
     let plain =

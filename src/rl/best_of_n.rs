@@ -13,6 +13,11 @@
 //! ā the mean of the state's n proposals): 1 when the critic picks like chance, > 1 when it
 //! prefers the policy's outlying proposals.
 //!
+//! And how much the critic tells the proposals apart: the mean over ranked states of the
+//! standard deviation of Q over that state's n proposals, beside the standard deviation over
+//! states of their proposals' mean Q (`QSpread`). A within-state spread far below the
+//! across-state one is a critic that scores states, not actions.
+//!
 //! Candidate 0 uses the plain evaluation's noise, so n = 1 is the plain evaluation exactly.
 //! Comparing n = 1 with n > 1 on the same fixed seeds asks whether the critic ranks the
 //! policy's own proposals better than chance: the question every critic-guided method (RLDT's
@@ -43,13 +48,52 @@ pub enum RankBy {
     Min,
 }
 
-/// A ranked batch: the chosen chunks [B, D] and the two sums of the spread ratio.
+/// A ranked batch: the chosen chunks [B, D], the two sums of the spread ratio and those of Q.
 pub struct Selection {
     pub chunks: Tensor,
     /// Σ over states of ‖a* − ā‖ (executed part).
     pub chosen_distance: f64,
     /// Σ over states of mean_j ‖a_j − ā‖ (executed part).
     pub candidate_distance: f64,
+    pub q_spread: QSpread,
+}
+
+/// Running sums of the ranking scores q [n, B] over every ranked state b.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QSpread {
+    pub states: usize,
+    /// Σ_b std_j q_jb (population std over the state's proposals).
+    pub within_std: f64,
+    /// Σ_b mean_j q_jb and Σ_b (mean_j q_jb)².
+    pub state_mean: f64,
+    pub state_mean_squared: f64,
+}
+
+impl QSpread {
+    /// The sums of one batch of scores q [n, B].
+    pub fn of(q: &Tensor) -> Self {
+        let per_state = q.mean_dim(0, false, Kind::Double); // [B]
+        QSpread {
+            states: q.size()[1] as usize,
+            within_std: q.to_kind(Kind::Double).std_dim(0, false, false).sum(Kind::Double).double_value(&[]),
+            state_mean: per_state.sum(Kind::Double).double_value(&[]),
+            state_mean_squared: per_state.square().sum(Kind::Double).double_value(&[]),
+        }
+    }
+
+    pub fn add(&mut self, other: QSpread) {
+        self.states += other.states;
+        self.within_std += other.within_std;
+        self.state_mean += other.state_mean;
+        self.state_mean_squared += other.state_mean_squared;
+    }
+
+    /// (mean over states of the within-state std, population std over states of the state means).
+    pub fn stds(&self) -> (f64, f64) {
+        let n = self.states.max(1) as f64;
+        let mean = self.state_mean / n;
+        (self.within_std / n, (self.state_mean_squared / n - mean * mean).max(0.0).sqrt())
+    }
 }
 
 /// The online critic of a fine-tuning checkpoint, ready to rank chunks.
@@ -114,7 +158,12 @@ impl CriticRanker {
                 .collect();
             let candidates = Tensor::stack(&candidates, 0); // [n, B, D]
             if n == 1 {
-                return Selection { chunks: candidates.get(0), chosen_distance: 0.0, candidate_distance: 0.0 };
+                return Selection {
+                    chunks: candidates.get(0),
+                    chosen_distance: 0.0,
+                    candidate_distance: 0.0,
+                    q_spread: QSpread::default(),
+                };
             }
             let (b, d) = (candidates.size()[1], candidates.size()[2]);
             let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
@@ -128,7 +177,8 @@ impl CriticRanker {
             let chunks = best_of(&candidates, &q.view([n as i64, b]));
             let (chosen_distance, candidate_distance) =
                 spread_sums(&candidates.narrow(2, 0, exec), &chunks.narrow(1, 0, exec));
-            Selection { chunks, chosen_distance, candidate_distance }
+            let q = q.view([n as i64, b]);
+            Selection { chunks, chosen_distance, candidate_distance, q_spread: QSpread::of(&q) }
         })
     }
 }
@@ -185,6 +235,21 @@ mod tests {
         assert!((outlier - 2.25).abs() < 1e-6 && (mean - 1.125).abs() < 1e-6, "{outlier} {mean}");
         let (typical, _) = spread_sums(&candidates, &Tensor::from_slice(&[0.0f32]).view([1, 1]));
         assert!((typical - 0.75).abs() < 1e-6, "{typical}");
+    }
+
+    /// Two states, three proposals: state 0 scores (0, 0, 3) (mean 1, std √2), state 1 (4, 4, 4)
+    /// (mean 4, std 0): within-state std (√2 + 0)/2, across states std of (1, 4) = 1.5; the sums
+    /// of two batches add.
+    #[test]
+    fn q_spread_by_hand() {
+        let q = Tensor::from_slice(&[0.0f32, 4.0, 0.0, 4.0, 3.0, 4.0]).view([3, 2]);
+        let mut spread = QSpread::of(&q);
+        let (within, across) = spread.stds();
+        assert!((within - 2f64.sqrt() / 2.0).abs() < 1e-9 && (across - 1.5).abs() < 1e-9, "{within} {across}");
+        spread.add(QSpread::of(&q));
+        assert_eq!(spread.states, 4);
+        let (within_twice, across_twice) = spread.stds();
+        assert!((within_twice - within).abs() < 1e-9 && (across_twice - across).abs() < 1e-9);
     }
 
     #[test]
