@@ -85,6 +85,9 @@ pub struct EpisodeResult {
     pub length: usize,
     /// Set when a worker failure truncated the episode.
     pub worker_failure: Option<String>,
+    /// With `--critic-calibration`: the critic's q of each executed chunk, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic_q: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +178,7 @@ impl EpisodeResult {
             success: ending.success,
             length: ending.steps_to_success.unwrap_or(ending.steps),
             worker_failure: failure.map(ToString::to_string),
+            critic_q: None,
         }
     }
 }
@@ -352,8 +356,12 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let mut report =
         EvalReport::of(dir, weights, options.best_of_n, options.task, sink.results, tally.env_steps, seconds);
     if options.critic_calibration {
-        let outcomes: Vec<(bool, Vec<f64>)> =
-            report.per_episode.iter().map(|r| (r.success, scores.remove(&r.episode).unwrap_or_default())).collect();
+        let mut outcomes: Vec<(bool, Vec<f64>)> = Vec::with_capacity(report.per_episode.len());
+        for result in &mut report.per_episode {
+            let q = scores.remove(&result.episode).unwrap_or_default();
+            result.critic_q = Some(q.iter().map(|&v| v as f32).collect());
+            outcomes.push((result.success, q));
+        }
         report.critic_calibration = Some(calibration(&outcomes));
     }
     if options.best_of_n > 1 {

@@ -265,12 +265,15 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
     }
     if let Some(c) = &report.critic_calibration {
         let show = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        let interval = |x: Option<[f64; 2]>| x.map_or(String::new(), |[low, high]| format!("(95% {low:.3}–{high:.3})"));
         println!(
-            "critic: AUC {} over {} decisions ({} in successes), {} over first decisions; mean Q {} in successes, {} in failures; Brier {}",
+            "critic: AUC {} {} over {} decisions ({} in successes), {} {} over first decisions; mean Q {} in successes, {} in failures; Brier {}",
             show(c.auc_all_decisions),
+            interval(c.auc_all_decisions_ci95),
             c.decisions,
             c.decisions_in_successes,
             show(c.auc_first_decision),
+            interval(c.auc_first_decision_ci95),
             show(c.mean_q_success),
             show(c.mean_q_failure),
             show(c.brier)

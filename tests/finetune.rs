@@ -445,7 +445,9 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     let calibration = calibrated.critic_calibration.expect("calibration reported");
     assert_eq!(calibration.decisions, 4, "{calibration:?}");
     assert!(calibration.brier.is_some_and(f64::is_finite), "{calibration:?}");
-    assert!(plain.critic_calibration.is_none());
+    assert!(plain.critic_calibration.is_none() && plain.per_episode[0].critic_q.is_none());
+    let scored: usize = calibrated.per_episode.iter().map(|e| e.critic_q.as_ref().expect("per-episode q").len()).sum();
+    assert_eq!(scored, calibration.decisions);
     let refused = rldt_vision::eval::evaluate(&best_of(pretrained.clone())).err().expect("no critic").to_string();
     assert!(refused.contains("critic.safetensors"), "{refused}");
     let mut no_heads = config.clone();
