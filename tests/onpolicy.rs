@@ -282,6 +282,62 @@ fn a_second_run_copies_the_stored_start_evaluation_and_trains_the_same() {
     assert!(stored.with_file_name("square_horizon8_k2_seed100000_episodes2.json").is_file());
 }
 
+/// A run killed after iteration 2's evaluation resumes from `step_00000002` (checkpoints come
+/// due before evaluations) and keeps that evaluation: its file names itself in `reused_from`,
+/// with the same episodes and metric line, and the run ends with the same weights. Had the
+/// checkpoint other weights (its recorded hash changed), the episodes run again.
+#[test]
+fn a_resumed_run_keeps_the_evaluation_of_its_checkpoint() {
+    let _alone = alone();
+    let pretrained = pretrained("pretrained_keep");
+    let mut config = tiny(&pretrained, "fpo");
+    config.schedule.iterations = 3;
+    config.schedule.eval_every = 2;
+    config.ppo.value_warmup_iterations = 0;
+    let run_dir = scratch("keep_full");
+    run(Some(config.clone()), &run_dir, false).unwrap();
+    let evaluation = |dir: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join("evaluations/iteration_00002.json")).unwrap()).unwrap()
+    };
+    assert!(evaluation(&run_dir)["weights_fnv1a"].as_str().is_some_and(|h| h.len() == 16));
+    assert!(evaluation(&run_dir).get("reused_from").is_none());
+
+    let killed = |name: &str, edit: &dyn Fn(&mut Value)| -> PathBuf {
+        let dir = scratch(name);
+        for n in [1u32, 2] {
+            let step = format!("checkpoints/step_{n:08}");
+            std::fs::create_dir_all(dir.join(&step)).unwrap();
+            for entry in std::fs::read_dir(run_dir.join(&step)).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), dir.join(&step).join(entry.file_name())).unwrap();
+            }
+        }
+        std::fs::write(dir.join("checkpoints/latest"), "step_00000002").unwrap();
+        std::fs::copy(run_dir.join("config.json"), dir.join("config.json")).unwrap();
+        let kept: Vec<&str> =
+            std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
+        std::fs::write(dir.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+        std::fs::create_dir_all(dir.join("evaluations")).unwrap();
+        let mut file = evaluation(&run_dir);
+        edit(&mut file);
+        std::fs::write(dir.join("evaluations/iteration_00002.json"), file.to_string()).unwrap();
+        dir
+    };
+    let resumed = killed("keep_resumed", &|_| {});
+    assert_eq!(run(None, &resumed, true).unwrap().resumed_from, Some(2));
+    let own = resumed.join("evaluations/iteration_00002.json");
+    assert_eq!(evaluation(&resumed)["reused_from"].as_str().unwrap(), own.to_str().unwrap());
+    assert_eq!(evaluation(&resumed)["report"]["per_episode"], evaluation(&run_dir)["report"]["per_episode"]);
+    assert_eq!(metric_lines(&resumed)[2]["eval/successes"], metric_lines(&run_dir)[2]["eval/successes"]);
+    let weights = |dir: &Path| std::fs::read(dir.join("checkpoints/step_00000003/policy.safetensors")).unwrap();
+    assert!(weights(&resumed) == weights(&run_dir), "the same weights after a kept evaluation");
+
+    let other_weights = killed("keep_other_weights", &|file| file["weights_fnv1a"] = "0000000000000000".into());
+    run(None, &other_weights, true).unwrap();
+    assert!(evaluation(&other_weights).get("reused_from").is_none(), "evaluated again");
+    assert_eq!(evaluation(&other_weights)["report"]["per_episode"], evaluation(&run_dir)["report"]["per_episode"]);
+}
+
 /// An exploding value network (learning rate 1e30) stops the run with a NonFinite error at
 /// the iteration where it happened; the last checkpoint (iteration 0's) is intact and loads.
 #[test]

@@ -4,6 +4,12 @@
 //! eval --seed first_seed` runs — and the result goes to the `eval/*` metrics and, with every
 //! episode, to `evaluations/iteration_<i>.json`. Evaluation env steps are not training env
 //! steps.
+//!
+//! Nothing is evaluated twice: the start evaluation of a pretrained checkpoint is stored beside
+//! it and copied by later runs with the same settings, and a resumed run whose first iteration
+//! evaluates keeps the file an earlier process of the run wrote for the same checkpoint (its
+//! weights file's FNV-1a hash recorded in the evaluation, `weights_fnv1a`). Checkpoints come
+//! due just before evaluation iterations, so without this every resume ran one again.
 
 use std::path::{Path, PathBuf};
 
@@ -63,9 +69,14 @@ struct InRunEvaluation {
     /// The rldt-vision version that ran the episodes.
     #[serde(default)]
     rldt_vision: String,
-    /// The stored start evaluation this file copies (its episodes were not run again).
+    /// The stored evaluation this file copies (its episodes were not run again): the stored
+    /// start evaluation, or this file itself when a resumed run kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reused_from: Option<PathBuf>,
+    /// FNV-1a 64 of the evaluated checkpoint's `policy.safetensors` (iterations > 0 with a
+    /// checkpoint `step_<i>`), so a resumed run knows the file evaluated its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights_fnv1a: Option<String>,
     report: EvalReport,
 }
 
@@ -79,6 +90,9 @@ pub struct EvaluationContext<'a> {
     pub settings: &'a EvaluationSettings,
     /// Copy a stored start evaluation when one matches (and store one when none does).
     pub reuse_start: bool,
+    /// Keep this run's evaluation of the same checkpoint weights when a resumed run repeats
+    /// the iteration (off when the recording needs the episodes' trajectories).
+    pub keep_resumed: bool,
 }
 
 impl<'a> EvaluationContext<'a> {
@@ -89,7 +103,20 @@ impl<'a> EvaluationContext<'a> {
         env: &crate::config::finetune::EnvSettings,
         settings: &'a EvaluationSettings,
     ) -> Self {
-        Self { run_dir, pretrained, task: env.task, horizon: env.horizon, settings, reuse_start: true }
+        Self {
+            run_dir,
+            pretrained,
+            task: env.task,
+            horizon: env.horizon,
+            settings,
+            reuse_start: true,
+            keep_resumed: true,
+        }
+    }
+
+    /// The same context, keeping a resumed iteration's evaluation (`true`) or not.
+    pub fn keeping_resumed(self, keep_resumed: bool) -> Self {
+        Self { keep_resumed, ..self }
     }
 
     /// The same context, with a stored start evaluation used (`true`) or not.
@@ -125,6 +152,22 @@ pub fn evaluate(
         write_atomic(&path, serde_json::to_string_pretty(&copy).expect("evaluation serialises").as_bytes())?;
         return Ok((point, round));
     }
+    // Iteration i > 0 evaluates the weights the checkpoint step_<i> holds, when one exists.
+    let checkpoint_dir = run_dir::checkpoints_dir(context.run_dir).join(run_dir::step_name(iteration as i64));
+    let weights_fnv1a = match iteration {
+        0 => None,
+        _ => std::fs::read(checkpoint_dir.join(checkpoint::ONLINE_WEIGHTS_FILE)).ok().map(|bytes| fnv1a_hex(&bytes)),
+    };
+    if let Some(kept) = weights_fnv1a
+        .as_deref()
+        .filter(|_| context.keep_resumed)
+        .and_then(|hash| read_kept(&path, iteration, hash, context, denoising_steps))
+    {
+        let round = round_of(&kept.report);
+        let point = EvaluationPoint { env_steps, ..kept.point.clone() };
+        write_atomic(&path, serde_json::to_string_pretty(&kept).expect("evaluation serialises").as_bytes())?;
+        return Ok((point, round));
+    }
 
     let started = std::time::Instant::now();
     let seeds = consecutive_seeds(context.settings.first_seed, context.settings.episodes);
@@ -132,7 +175,7 @@ pub fn evaluate(
     let point = EvaluationPoint::of(iteration, env_steps, &round);
     let (checkpoint, weights) = match start_checkpoint {
         Some(pretrained) => (pretrained, "ema"),
-        None => (run_dir::checkpoints_dir(context.run_dir).join(run_dir::step_name(iteration as i64)), "online"),
+        None => (checkpoint_dir, "online"),
     };
     let seconds = started.elapsed().as_secs_f64();
     let report =
@@ -144,6 +187,7 @@ pub fn evaluate(
         denoising_steps: Some(denoising_steps),
         rldt_vision: env!("CARGO_PKG_VERSION").into(),
         reused_from: None,
+        weights_fnv1a,
         report,
     };
     let text = serde_json::to_string_pretty(&file).expect("evaluation serialises");
@@ -201,6 +245,44 @@ fn read_stored_start(stored: &Path, context: &EvaluationContext, denoising_steps
     Some(InRunEvaluation { reused_from: Some(stored.to_path_buf()), ..file })
 }
 
+/// This run's evaluation file at `path` when it evaluated the checkpoint whose weights hash
+/// to `weights_fnv1a` with `context`'s settings (seeds, episodes, horizon, K, version) and no
+/// worker failure: a resumed run keeps it instead of running the episodes again.
+fn read_kept(
+    path: &Path,
+    iteration: usize,
+    weights_fnv1a: &str,
+    context: &EvaluationContext,
+    denoising_steps: i64,
+) -> Option<InRunEvaluation> {
+    let file: InRunEvaluation = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let report = &file.report;
+    let matches = file.point.iteration == iteration
+        && file.weights_fnv1a.as_deref() == Some(weights_fnv1a)
+        && file.first_seed == context.settings.first_seed
+        && file.horizon == context.horizon
+        && file.denoising_steps == Some(denoising_steps)
+        && file.rldt_vision == env!("CARGO_PKG_VERSION")
+        && report.task == context.task.name()
+        && report.episodes == context.settings.episodes
+        && report.per_episode.len() == context.settings.episodes
+        && report.per_episode.iter().all(|e| e.worker_failure.is_none());
+    if !matches {
+        return None;
+    }
+    eprintln!(
+        "[finetune] iteration {iteration} evaluation: kept {} (the checkpoint's weights, same seeds and settings)",
+        path.display()
+    );
+    Some(InRunEvaluation { reused_from: Some(path.to_path_buf()), ..file })
+}
+
+/// FNV-1a 64 of `bytes` as 16 hex digits: a weights file's identity (not a security hash).
+fn fnv1a_hex(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 /// The round of a copied evaluation: its per-episode results, no trajectories.
 fn round_of(report: &EvalReport) -> RoundOutcome {
     RoundOutcome {
@@ -211,5 +293,17 @@ fn round_of(report: &EvalReport) -> RoundOutcome {
         worker_failures: 0,
         mean_gap: 0.0,
         per_episode: report.per_episode.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FNV-1a 64 reference values: "" → cbf29ce484222325, "a" → af63dc4c8601ec8c.
+    #[test]
+    fn fnv1a_reference_values() {
+        assert_eq!(fnv1a_hex(b""), "cbf29ce484222325");
+        assert_eq!(fnv1a_hex(b"a"), "af63dc4c8601ec8c");
     }
 }

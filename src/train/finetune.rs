@@ -171,7 +171,8 @@ pub fn finetune(options: FinetuneOptions) -> Result<FinetuneSummary> {
     let run_dir = run.run_dir.clone();
     let recording_off = matches!(options.recording, Some(Sink::Off));
     let evaluation = EvaluationContext::of(&run_dir, &config.pretrained, &config.env, &config.evaluation)
-        .reusing_start(options.reuse_start_evaluation && recording_off);
+        .reusing_start(options.reuse_start_evaluation && recording_off)
+        .keeping_resumed(recording_off);
     for iteration in run.start_iteration..schedule.iterations {
         let mut rng = SplitMix64::stream(config.seed, iteration as u64);
         tch::manual_seed((rng.next_u64() >> 1) as i64);
