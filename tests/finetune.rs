@@ -23,7 +23,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A tiny pretrained run in its own scratch directory (tests run in parallel).
 /// `eval` on CPU with one worker, plain sampling, no video: `episodes` from `seed`, `horizon`
 /// steps each.
 fn eval_options(
@@ -51,6 +50,7 @@ fn eval_options(
     }
 }
 
+/// A tiny pretrained run in its own scratch directory (tests run in parallel).
 fn pretrained(name: &str) -> PathBuf {
     pretrained_with(name, |_| {})
 }

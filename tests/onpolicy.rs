@@ -95,6 +95,27 @@ fn run(
     })
 }
 
+/// A run directory `name` as a run in `run_dir` leaves it when killed after iteration 1's
+/// checkpoint came due (`step_00000002`, the latest): checkpoints 1 and 2, the config, the
+/// metric lines of iterations 0 and 1.
+fn killed_after_iteration_1(run_dir: &Path, name: &str) -> PathBuf {
+    let killed = scratch(name);
+    for n in [1u32, 2] {
+        let step = format!("checkpoints/step_{n:08}");
+        std::fs::create_dir_all(killed.join(&step)).unwrap();
+        for entry in std::fs::read_dir(run_dir.join(&step)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), killed.join(&step).join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(killed.join("checkpoints/latest"), "step_00000002").unwrap();
+    std::fs::copy(run_dir.join("config.json"), killed.join("config.json")).unwrap();
+    let kept: Vec<&str> =
+        std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
+    std::fs::write(killed.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+    killed
+}
+
 fn metric_lines(run_dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -182,22 +203,7 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
     assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));
 
     // Killed after iteration 2's checkpoint: the resumed run ends where the uninterrupted one did.
-    let killed = scratch(&format!("killed_{algorithm}"));
-    std::fs::create_dir_all(killed.join("checkpoints")).unwrap();
-    for n in [1u32, 2] {
-        let name = format!("step_{n:08}");
-        let to = killed.join("checkpoints").join(&name);
-        std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(run_dir.join("checkpoints").join(&name)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-    std::fs::write(killed.join("checkpoints/latest"), "step_00000002").unwrap();
-    std::fs::copy(run_dir.join("config.json"), killed.join("config.json")).unwrap();
-    let kept: Vec<&str> =
-        std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
-    std::fs::write(killed.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+    let killed = killed_after_iteration_1(&run_dir, &format!("killed_{algorithm}"));
     let resumed = run(None, &killed, true).unwrap();
     assert_eq!(resumed.resumed_from, Some(2));
     assert_eq!(resumed.env_steps, summary.env_steps);
@@ -303,20 +309,7 @@ fn a_resumed_run_keeps_the_evaluation_of_its_checkpoint() {
     assert!(evaluation(&run_dir).get("reused_from").is_none());
 
     let killed = |name: &str, edit: &dyn Fn(&mut Value)| -> PathBuf {
-        let dir = scratch(name);
-        for n in [1u32, 2] {
-            let step = format!("checkpoints/step_{n:08}");
-            std::fs::create_dir_all(dir.join(&step)).unwrap();
-            for entry in std::fs::read_dir(run_dir.join(&step)).unwrap() {
-                let entry = entry.unwrap();
-                std::fs::copy(entry.path(), dir.join(&step).join(entry.file_name())).unwrap();
-            }
-        }
-        std::fs::write(dir.join("checkpoints/latest"), "step_00000002").unwrap();
-        std::fs::copy(run_dir.join("config.json"), dir.join("config.json")).unwrap();
-        let kept: Vec<&str> =
-            std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
-        std::fs::write(dir.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+        let dir = killed_after_iteration_1(&run_dir, name);
         std::fs::create_dir_all(dir.join("evaluations")).unwrap();
         let mut file = evaluation(&run_dir);
         edit(&mut file);
