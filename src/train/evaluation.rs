@@ -80,6 +80,22 @@ struct InRunEvaluation {
     report: EvalReport,
 }
 
+impl InRunEvaluation {
+    /// Whether these are the episodes `context` asks for with a K-step ODE: task, seeds,
+    /// episode count, horizon, K and version, every episode run to its end (no worker failure).
+    fn ran_as(&self, context: &EvaluationContext, denoising_steps: i64) -> bool {
+        let report = &self.report;
+        self.first_seed == context.settings.first_seed
+            && self.horizon == context.horizon
+            && self.denoising_steps == Some(denoising_steps)
+            && self.rldt_vision == env!("CARGO_PKG_VERSION")
+            && report.task == context.task.name()
+            && report.episodes == context.settings.episodes
+            && report.per_episode.len() == context.settings.episodes
+            && report.per_episode.iter().all(|e| e.worker_failure.is_none())
+    }
+}
+
 /// What an evaluation needs to know about its run.
 pub struct EvaluationContext<'a> {
     pub run_dir: &'a Path,
@@ -226,17 +242,7 @@ fn read_stored_start(stored: &Path, context: &EvaluationContext, denoising_steps
             return None;
         }
     };
-    let report = &file.report;
-    let matches = file.point.iteration == 0
-        && file.first_seed == context.settings.first_seed
-        && file.horizon == context.horizon
-        && file.denoising_steps == Some(denoising_steps)
-        && file.rldt_vision == env!("CARGO_PKG_VERSION")
-        && report.task == context.task.name()
-        && report.weights == "ema"
-        && report.episodes == context.settings.episodes
-        && report.per_episode.len() == context.settings.episodes
-        && report.per_episode.iter().all(|e| e.worker_failure.is_none());
+    let matches = file.point.iteration == 0 && file.report.weights == "ema" && file.ran_as(context, denoising_steps);
     if !matches {
         eprintln!("[finetune] {}: stored for other settings; evaluating again", stored.display());
         return None;
@@ -256,17 +262,9 @@ fn read_kept(
     denoising_steps: i64,
 ) -> Option<InRunEvaluation> {
     let file: InRunEvaluation = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let report = &file.report;
     let matches = file.point.iteration == iteration
         && file.weights_fnv1a.as_deref() == Some(weights_fnv1a)
-        && file.first_seed == context.settings.first_seed
-        && file.horizon == context.horizon
-        && file.denoising_steps == Some(denoising_steps)
-        && file.rldt_vision == env!("CARGO_PKG_VERSION")
-        && report.task == context.task.name()
-        && report.episodes == context.settings.episodes
-        && report.per_episode.len() == context.settings.episodes
-        && report.per_episode.iter().all(|e| e.worker_failure.is_none());
+        && file.ran_as(context, denoising_steps);
     if !matches {
         return None;
     }
