@@ -5,22 +5,19 @@
 //! policy; a killed run resumes after its last checkpoint and continues the iteration count.
 //! QAM runs in the same loop with its own K' (`qam_runs_in_the_rldt_loop_with_its_own_k`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rldt_datasets::synthetic::{write_synthetic, SyntheticSpec};
+use common::metric_lines;
 use rldt_vision::config::finetune::FinetuneConfig;
-use rldt_vision::config::PretrainConfig;
 use rldt_vision::train::finetune::{finetune, FinetuneOptions};
-use rldt_vision::train::pretrain::{pretrain, PretrainOptions};
 use serde_json::Value;
 use tch::Device;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("finetune").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("finetune", name)
 }
 
 /// `eval` on CPU with one worker, plain sampling, no video: `episodes` from `seed`, `horizon`
@@ -52,27 +49,7 @@ fn eval_options(
 
 /// A tiny pretrained run in its own scratch directory (tests run in parallel).
 fn pretrained(name: &str) -> PathBuf {
-    pretrained_with(name, |_| {})
-}
-
-/// `pretrained` with a change to the pretraining config.
-fn pretrained_with(name: &str, edit: impl Fn(&mut PretrainConfig)) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = scratch(name);
-    let data = dir.join("synthetic.hdf5");
-    write_synthetic(&data, SyntheticSpec { demos: 10, image_size: 32, seed: 1 }).unwrap();
-    let mut config = PretrainConfig::load(&root.join("configs/pretrain/synthetic_cpu.json")).unwrap();
-    config.dataset.path = data;
-    config.policy.velocity_head.hidden_dim = 64;
-    config.train.batch_size = 8;
-    config.train.steps = 4;
-    config.train.warmup_steps = 1;
-    config.train.valid_every = 4;
-    config.train.checkpoint_every = 4;
-    edit(&mut config);
-    pretrain(PretrainOptions { config: Some(config), run_dir: dir.join("run"), device: Device::Cpu, resume: false })
-        .unwrap();
-    dir.join("run")
+    common::tiny_pretrained(&scratch(name), |_| {})
 }
 
 fn tiny(pretrained: &Path) -> FinetuneConfig {
@@ -96,14 +73,6 @@ fn tiny(pretrained: &Path) -> FinetuneConfig {
     config.checkpoint.keep = 5;
     config.validate().unwrap();
     config
-}
-
-fn metric_lines(run_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -265,7 +234,7 @@ fn steps_beyond_the_checkpoints_k_are_refused_naming_the_field() {
 /// render at chunk ends only and cannot give it the history it was trained on.
 #[test]
 fn a_two_frame_policy_is_refused_before_any_worker_starts() {
-    let pretrained = pretrained_with("pretrained_two_frames", |c| c.policy.obs_horizon = 2);
+    let pretrained = common::tiny_pretrained(&scratch("pretrained_two_frames"), |c| c.policy.obs_horizon = 2);
     let err = failed_run(tiny(&pretrained), &scratch("two_frames"));
     let message = err.to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
@@ -309,7 +278,8 @@ fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
         .output()
         .unwrap();
     assert!(collect.status.success(), "{}", String::from_utf8_lossy(&collect.stderr));
-    let mut pretraining = PretrainConfig::load(&root.join("configs/pretrain/lift_lowdim.json")).unwrap();
+    let mut pretraining =
+        rldt_vision::config::PretrainConfig::load(&root.join("configs/pretrain/lift_lowdim.json")).unwrap();
     pretraining.dataset.path = demos;
     pretraining.dataset.train_demos.first_n = None;
     pretraining.dataset.valid_demos = None;

@@ -8,6 +8,8 @@
 //! length (0 included) or 1–8 random bytes flipped; a fixed seed, so a failure reproduces.
 //! The numbers of cases are printed; ~20 s alone.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -21,10 +23,7 @@ use rldt_vision::policy::checkpoint::{self, Weights};
 use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malformed").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("malformed", name)
 }
 
 /// Every file under `dir` (path → bytes), to show that reading changed nothing.

@@ -6,13 +6,13 @@
 //! 2 and resumed ends with the same weights and optimizer states, byte for byte, as the
 //! uninterrupted run; a diverging run stops with the step named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use rldt_datasets::synthetic::{write_synthetic, SyntheticSpec};
+use common::metric_lines;
 use rldt_vision::config::finetune::OnPolicyConfig;
-use rldt_vision::config::PretrainConfig;
 use rldt_vision::train::onpolicy::{finetune_on_policy, OnPolicyOptions};
-use rldt_vision::train::pretrain::{pretrain, PretrainOptions};
 use serde_json::Value;
 use tch::Device;
 
@@ -25,29 +25,12 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("onpolicy").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("onpolicy", name)
 }
 
-/// A tiny pretrained run (Square schema, synthetic data).
+/// A tiny pretrained run (Square schema, synthetic data) in its own scratch directory.
 fn pretrained(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = scratch(name);
-    let data = dir.join("synthetic.hdf5");
-    write_synthetic(&data, SyntheticSpec { demos: 10, image_size: 32, seed: 1 }).unwrap();
-    let mut config = PretrainConfig::load(&root.join("configs/pretrain/synthetic_cpu.json")).unwrap();
-    config.dataset.path = data;
-    config.policy.velocity_head.hidden_dim = 64;
-    config.train.batch_size = 8;
-    config.train.steps = 4;
-    config.train.warmup_steps = 1;
-    config.train.valid_every = 4;
-    config.train.checkpoint_every = 4;
-    pretrain(PretrainOptions { config: Some(config), run_dir: dir.join("run"), device: Device::Cpu, resume: false })
-        .unwrap();
-    dir.join("run")
+    common::tiny_pretrained(&scratch(name), |_| {})
 }
 
 /// `configs/finetune/square_<algorithm>.json` at toy scale.
@@ -114,11 +97,6 @@ fn killed_after_iteration_1(run_dir: &Path, name: &str) -> PathBuf {
         std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap().leak().lines().take(2).collect();
     std::fs::write(killed.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
     killed
-}
-
-fn metric_lines(run_dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]

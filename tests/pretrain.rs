@@ -3,6 +3,8 @@
 //! PyTorch, resume continues the step count and reproduces an uninterrupted run exactly, and
 //! misuse of run directories and diverging runs give clear errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
@@ -27,10 +29,7 @@ fn rng_lock() -> MutexGuard<'static, ()> {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pretrain").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("pretrain", name)
 }
 
 /// A 32×32 synthetic dataset (shared by all tests; written once).
