@@ -20,33 +20,6 @@ fn scratch(name: &str) -> PathBuf {
     common::scratch("finetune", name)
 }
 
-/// `eval` on CPU with one worker, plain sampling, no video: `episodes` from `seed`, `horizon`
-/// steps each.
-fn eval_options(
-    checkpoint: PathBuf,
-    task: rldt_vision::sim::Task,
-    episodes: usize,
-    seed: u64,
-    horizon: usize,
-) -> rldt_vision::eval::EvalOptions {
-    rldt_vision::eval::EvalOptions {
-        checkpoint,
-        online_weights: false,
-        task,
-        episodes,
-        workers: 1,
-        seed,
-        device: rldt_vision::device::DeviceChoice::Cpu,
-        mujoco_gl: "egl".into(),
-        video: None,
-        video_episodes: vec![],
-        horizon: Some(horizon),
-        best_of_n: 1,
-        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
-        critic_calibration: false,
-    }
-}
-
 /// A tiny pretrained run in its own scratch directory (tests run in parallel).
 fn pretrained(name: &str) -> PathBuf {
     common::tiny_pretrained(&scratch(name), |_| {})
@@ -134,9 +107,14 @@ fn finetune_runs_evaluates_and_resumes() {
     assert!(run_dir.join("probes.safetensors").is_file());
 
     // The checkpoint evaluates like a pretrained one (actor weights, no EMA file).
-    let report =
-        rldt_vision::eval::evaluate(&eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 1, 100_000, 8))
-            .unwrap();
+    let report = rldt_vision::eval::evaluate(&common::eval_options(
+        run_dir.clone(),
+        rldt_vision::sim::Task::Square,
+        1,
+        100_000,
+        8,
+    ))
+    .unwrap();
     assert_eq!(report.episodes, 1);
 
     // Killed after iteration 2's checkpoint: resume runs iteration 3 (and only it).
@@ -238,105 +216,9 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
     let err = failed_run(tiny(&pretrained), &scratch("two_frames"));
     let message = err.to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
-    let options = eval_options(pretrained.clone(), rldt_vision::sim::Task::Square, 1, 0, 8);
+    let options = common::eval_options(pretrained.clone(), rldt_vision::sim::Task::Square, 1, 0, 8);
     let message = rldt_vision::eval::evaluate(&options).err().expect("refused").to_string();
     assert!(message.contains("policy.json") && message.contains("config.obs_horizon"), "{message}");
-}
-
-/// A fine-tune's in-run evaluation and `rldt-vision eval` run the same episodes: for the same
-/// weights (iteration 0: the pretrained EMA weights) and seeds, every episode's success and
-/// length agree — although the in-run evaluation runs 2 workers with full-length episodes and
-/// `eval` 1 worker with stop-on-success — because x_0 is drawn per (episode seed, step). The
-/// policy (Lift from low-dim state, 4 scripted demos, 500 steps) succeeds in some episodes
-/// and not in others, so a change of seeds, noise or weights would show.
-#[test]
-fn the_in_run_evaluation_and_eval_agree_episode_by_episode() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = scratch("in_run_vs_eval");
-    // Demos and pretraining in their own processes: libtorch's RNG is one per process, and
-    // the other tests of this binary draw from it concurrently, which would make the
-    // pretrained policy (and so the fixture's mixed outcomes) vary from run to run.
-    let bin = env!("CARGO_BIN_EXE_rldt-vision");
-    let demos = dir.join("lift.hdf5");
-    let collect = Command::new(bin)
-        .args([
-            "collect",
-            "--task",
-            "lift",
-            "--episodes",
-            "4",
-            "--workers",
-            "2",
-            "--cameras",
-            "",
-            "--seed",
-            "0",
-            "--object-keys", // configs/pretrain/lift_lowdim.json reads cube_pos
-            "--out",
-        ])
-        .arg(&demos)
-        .output()
-        .unwrap();
-    assert!(collect.status.success(), "{}", String::from_utf8_lossy(&collect.stderr));
-    let mut pretraining =
-        rldt_vision::config::PretrainConfig::load(&root.join("configs/pretrain/lift_lowdim.json")).unwrap();
-    pretraining.dataset.path = demos;
-    pretraining.dataset.train_demos.first_n = None;
-    pretraining.dataset.valid_demos = None;
-    pretraining.train.valid_every = 500;
-    pretraining.train.checkpoint_every = 500;
-    let pretraining_file = dir.join("pretrain.json");
-    std::fs::write(&pretraining_file, serde_json::to_string_pretty(&pretraining).unwrap()).unwrap();
-    let pretrained = dir.join("pretrained");
-    let run = Command::new(bin)
-        .args(["pretrain", "--device", "cpu", "--config"])
-        .arg(&pretraining_file)
-        .arg("--run-dir")
-        .arg(&pretrained)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-
-    let mut config = FinetuneConfig::load(&root.join("configs/finetune/lift_lowdim.json")).unwrap();
-    config.pretrained = pretrained.clone();
-    config.env.horizon = 60;
-    config.schedule.iterations = 1;
-    config.evaluation.episodes = 8;
-    config.evaluation.first_seed = 100_000;
-    let run_dir = dir.join("finetune");
-    let options = FinetuneOptions {
-        config: Some(config),
-        run_dir: run_dir.clone(),
-        device: Device::Cpu,
-        resume: false,
-        recording: None,
-        reuse_start_evaluation: true,
-    };
-    let summary = finetune(options).unwrap();
-    assert_eq!(summary.env_steps, 0, "evaluation steps are not training env steps");
-    let in_run: Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("evaluations/iteration_00000.json")).unwrap())
-            .unwrap();
-
-    let report =
-        rldt_vision::eval::evaluate(&eval_options(pretrained, rldt_vision::sim::Task::Lift, 8, 100_000, 60)).unwrap();
-    let outcome =
-        |r: &Value| (r["seed"].as_u64().unwrap(), r["success"].as_bool().unwrap(), r["length"].as_u64().unwrap());
-    let in_run: Vec<_> = in_run["report"]["per_episode"].as_array().unwrap().iter().map(outcome).collect();
-    let eval: Vec<_> =
-        serde_json::to_value(&report.per_episode).unwrap().as_array().unwrap().iter().map(outcome).collect();
-    assert_eq!(in_run, eval, "(seed, success, length) per episode");
-    let successes = eval.iter().filter(|e| e.1).count();
-    assert!(
-        0 < successes && successes < 8,
-        "the fixture must succeed sometimes ({successes}/8) for the test to mean anything"
-    );
-    let line = &metric_lines(&run_dir)[0];
-    let [low, high] = rldt_vision::eval::wilson_interval(successes, 8);
-    assert_eq!(
-        (line["eval/success_rate_low"].as_f64(), line["eval/success_rate_high"].as_f64()),
-        (Some(low), Some(high))
-    );
 }
 
 /// QAM (`algorithm` = qam) in the same loop: K' = 4 Euler steps for its trajectories, samples
@@ -392,7 +274,7 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     // without a critic is refused by name.
     let best_of = |checkpoint: PathBuf| rldt_vision::eval::EvalOptions {
         best_of_n: 4,
-        ..eval_options(checkpoint, rldt_vision::sim::Task::Square, 2, 100_000, 8)
+        ..common::eval_options(checkpoint, rldt_vision::sim::Task::Square, 2, 100_000, 8)
     };
     let report = rldt_vision::eval::evaluate(&best_of(run_dir.clone())).unwrap();
     assert_eq!((report.best_of_n, report.episodes), (4, 2));
@@ -401,12 +283,17 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     assert!(ranking.q_std_within_state > 0.0 && ranking.q_std_across_states.is_finite(), "{ranking:?}");
     // --critic-calibration scores the executed chunks without changing them: the same episodes
     // as the plain evaluation, one score per chunk (8 steps, Ta = 4: 2 chunks an episode).
-    let plain =
-        rldt_vision::eval::evaluate(&eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8))
-            .unwrap();
+    let plain = rldt_vision::eval::evaluate(&common::eval_options(
+        run_dir.clone(),
+        rldt_vision::sim::Task::Square,
+        2,
+        100_000,
+        8,
+    ))
+    .unwrap();
     let calibrated = rldt_vision::eval::evaluate(&rldt_vision::eval::EvalOptions {
         critic_calibration: true,
-        ..eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8)
+        ..common::eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8)
     })
     .unwrap();
     let lengths =

@@ -46,3 +46,30 @@ pub fn metric_lines(run_dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// `eval` on CPU with one worker, plain sampling, no video: `episodes` from `seed`, `horizon`
+/// steps each.
+pub fn eval_options(
+    checkpoint: PathBuf,
+    task: rldt_vision::sim::Task,
+    episodes: usize,
+    seed: u64,
+    horizon: usize,
+) -> rldt_vision::eval::EvalOptions {
+    rldt_vision::eval::EvalOptions {
+        checkpoint,
+        online_weights: false,
+        task,
+        episodes,
+        workers: 1,
+        seed,
+        device: rldt_vision::device::DeviceChoice::Cpu,
+        mujoco_gl: "egl".into(),
+        video: None,
+        video_episodes: vec![],
+        horizon: Some(horizon),
+        best_of_n: 1,
+        rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
+        critic_calibration: false,
+    }
+}
