@@ -231,8 +231,18 @@ def commit_warnings(commit, binary):
     return warnings
 
 
+def time_left(elapsed_s, iterations_run, iterations_left):
+    """"~N min left" at the pace of the iterations this process ran (evaluation iterations
+    included, so an early estimate is rough); "" before the first one finished."""
+    if iterations_run <= 0:
+        return ""
+    return f", ~{round(elapsed_s / iterations_run * iterations_left / 60)} min left"
+
+
 def watch(trial_id, run_dir, iterations, board, stop):
-    """Reports the trial's latest iteration and evaluation to the driver's progress board."""
+    """Reports the trial's latest iteration and evaluation, and the time left at its pace so
+    far, to the driver's progress board."""
+    started, first_step = time.time(), None
     while not stop.wait(5.0):
         last = sorted(glob.glob(os.path.join(run_dir, "evaluations", "iteration_*.json")))
         line = None
@@ -250,7 +260,9 @@ def watch(trial_id, run_dir, iterations, board, stop):
                 evaluation = f"{e['successes']}/{e['episodes']} at {e['env_steps']:,} steps"
             except (OSError, ValueError, KeyError):
                 pass
-        board.update.remote(trial_id, f"iteration {step}/{iterations}" + (f", eval {evaluation}" if evaluation else ""))
+        first_step = step if first_step is None else first_step
+        eta = time_left(time.time() - started, step - first_step, iterations - step)
+        board.update.remote(trial_id, f"iteration {step}/{iterations}" + (f", eval {evaluation}" if evaluation else "") + eta)
 
 
 # ---- The driver ----------------------------------------------------------------------------------
