@@ -14,7 +14,8 @@
 //! with a critic) each chunk is the best of N proposals by the critic's Q (`rl::best_of_n`);
 //! N = 1 is the plain evaluation. With `--critic-calibration` the critic also scores every
 //! executed chunk, and the report says how well those scores separate succeeding from failing
-//! episodes (`rl::critic_calibration`).
+//! episodes (`rl::critic_calibration`). With `--q-ascent η` every executed chunk first moves a
+//! distance η along the critic's ∇_a Q (`rl::q_ascent`).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
 use crate::rl::best_of_n::{CriticRanker, RankBy};
 use crate::rl::critic_calibration::{calibration, CriticCalibration};
+use crate::rl::q_ascent::{ascend, AscentSums, QAscent};
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -73,6 +75,10 @@ pub struct EvalOptions {
     /// how well the scores separate succeeding from failing episodes (AUC, Brier).
     #[arg(long)]
     pub critic_calibration: bool,
+    /// Move every executed chunk this far (normalised units, over the executed part) along the
+    /// checkpoint critic's ∇_a Q before it runs (`rl::q_ascent`); 0 = plain evaluation.
+    #[arg(long, default_value_t = 0.0)]
+    pub q_ascent: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +112,9 @@ pub struct EvalReport {
     /// episodes' outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critic_calibration: Option<CriticCalibration>,
+    /// With `--q-ascent`: the step, the mean ‖∇_a Q‖ and the critic's own mean gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q_ascent: Option<QAscent>,
     pub task: String,
     pub episodes: usize,
     pub successes: usize,
@@ -155,6 +164,7 @@ impl EvalReport {
             best_of_n,
             best_of_n_ranking: None,
             critic_calibration: None,
+            q_ascent: None,
             task: task.name().into(),
             episodes: n,
             successes,
@@ -283,8 +293,14 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     checkpoint::require_single_frame(&dir)?;
     let device = options.device.resolve()?;
     let (_vs, policy) = checkpoint::load(&dir, weights, device)?;
-    let ranker = match (options.best_of_n, options.critic_calibration) {
-        (1, false) => None,
+    if !(options.q_ascent.is_finite() && options.q_ascent >= 0.0) {
+        return Err(Error::Usage(format!("--q-ascent must be a finite distance ≥ 0, got {}", options.q_ascent)));
+    }
+    if options.q_ascent > 0.0 && options.best_of_n > 1 {
+        return Err(Error::Usage("--q-ascent and --best-of-n are two different uses of the critic: pass one".into()));
+    }
+    let ranker = match (options.best_of_n, options.critic_calibration, options.q_ascent > 0.0) {
+        (1, false, false) => None,
         _ => Some(CriticRanker::load(&dir, &policy, device)?),
     };
     let spec = policy.spec().clone();
@@ -313,6 +329,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
     let mut q_spread = crate::rl::best_of_n::QSpread::default();
     // With --critic-calibration: per episode index, the critic's q of each executed chunk.
     let mut scores: std::collections::HashMap<usize, Vec<f64>> = std::collections::HashMap::new();
+    let mut ascent = AscentSums::default();
     // Plain ODE samples for every running episode as one batch; every step is rendered while
     // a video episode runs, else only chunk ends.
     let actor = |running: &[&Running<bool>]| {
@@ -333,6 +350,14 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
                 policy.sample_chain(&cond, &policy.episode_noise(&keys)).get(spec.config.num_denoising_steps)
             }
         });
+        let normalised = match &ranker {
+            Some(ranker) if options.q_ascent > 0.0 => {
+                let (stepped, sums) = ascend(ranker, &policy, &batch, &normalised, options.q_ascent);
+                ascent.add(sums);
+                stepped
+            }
+            _ => normalised,
+        };
         if let (Some(ranker), true) = (&ranker, options.critic_calibration) {
             for (r, q) in running.iter().zip(ranker.executed_q(&policy, &batch, &normalised)) {
                 scores.entry(r.id.index).or_default().push(q);
@@ -363,6 +388,9 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
             outcomes.push((result.success, q));
         }
         report.critic_calibration = Some(calibration(&outcomes));
+    }
+    if options.q_ascent > 0.0 {
+        report.q_ascent = Some(ascent.report(options.q_ascent));
     }
     if options.best_of_n > 1 {
         let (q_std_within_state, q_std_across_states) = q_spread.stds();

@@ -131,9 +131,10 @@ fn run() -> anyhow::Result<()> {
         Command::Eval { options, out, threads } => {
             set_threads(threads);
             let report = rldt_vision::eval::evaluate(&options)?;
-            let name = match options.best_of_n {
-                1 => format!("eval_{}.json", options.task.name()),
-                n => format!("eval_{}_best_of_{n}.json", options.task.name()),
+            let name = match (options.best_of_n, options.q_ascent) {
+                (1, step) if step > 0.0 => format!("eval_{}_q_ascent_{step}.json", options.task.name()),
+                (1, _) => format!("eval_{}.json", options.task.name()),
+                (n, _) => format!("eval_{}_best_of_{n}.json", options.task.name()),
             };
             let out = out.unwrap_or_else(|| report.checkpoint.join(name));
             std::fs::write(&out, serde_json::to_string_pretty(&report)?)
@@ -244,9 +245,10 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
     println!(
         "{}{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s ({} weights)",
         options.task.name(),
-        match report.best_of_n {
-            1 => String::new(),
-            n => format!(" (best of {n} by the critic)"),
+        match (report.best_of_n, &report.q_ascent) {
+            (1, Some(a)) => format!(" (chunks moved {} along the critic's ∇Q)", a.step),
+            (1, None) => String::new(),
+            (n, _) => format!(" (best of {n} by the critic)"),
         },
         100.0 * report.success_rate,
         report.successes,
@@ -261,6 +263,12 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
         println!(
             "ranking ({:?} over heads): spread ratio {:.2}; Q std {:.4} within a state's proposals, {:.4} across states",
             r.rank_by, r.spread_ratio, r.q_std_within_state, r.q_std_across_states
+        );
+    }
+    if let Some(a) = &report.q_ascent {
+        println!(
+            "q-ascent: step {} over {} decisions; mean ‖∇Q‖ {:.4}, mean Q {:.4}, the critic's own mean gain {:.4}",
+            a.step, a.decisions, a.mean_gradient_norm, a.mean_q, a.mean_q_gain
         );
     }
     if let Some(c) = &report.critic_calibration {

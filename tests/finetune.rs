@@ -223,7 +223,8 @@ fn a_two_frame_policy_is_refused_before_any_worker_starts() {
 
 /// QAM (`algorithm` = qam) in the same loop: K' = 4 Euler steps for its trajectories, samples
 /// and checkpoint; its actor steps report the adjoint-matching loss and move the weights; the
-/// checkpoint evaluates; a config that names qam without its section is refused by name.
+/// checkpoint evaluates (plain, best-of-n, with the critic calibration and along ∇Q); a config
+/// that names qam without its section is refused by name.
 #[test]
 fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     let pretrained = pretrained("pretrained_qam");
@@ -305,6 +306,19 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     assert!(plain.critic_calibration.is_none() && plain.per_episode[0].critic_q.is_none());
     let scored: usize = calibrated.per_episode.iter().map(|e| e.critic_q.as_ref().expect("per-episode q").len()).sum();
     assert_eq!(scored, calibration.decisions);
+    // --q-ascent: the same episodes run, every executed chunk moved along ∇_a Q (2 chunks an
+    // episode); a small step raises the critic's own Q (first order); with best-of-n refused.
+    let ascent = |step: f64| rldt_vision::eval::EvalOptions {
+        q_ascent: step,
+        ..common::eval_options(run_dir.clone(), rldt_vision::sim::Task::Square, 2, 100_000, 8)
+    };
+    let stepped = rldt_vision::eval::evaluate(&ascent(1e-3)).unwrap();
+    let moved = stepped.q_ascent.expect("q-ascent reported");
+    assert_eq!((stepped.episodes, moved.decisions), (2, 4), "{moved:?}");
+    assert!(moved.mean_gradient_norm > 0.0 && moved.mean_q_gain > 0.0, "{moved:?}");
+    assert!(plain.q_ascent.is_none());
+    let both = rldt_vision::eval::EvalOptions { best_of_n: 4, ..ascent(0.5) };
+    assert!(rldt_vision::eval::evaluate(&both).err().expect("refused").to_string().contains("--q-ascent"));
     let refused = rldt_vision::eval::evaluate(&best_of(pretrained.clone())).err().expect("no critic").to_string();
     assert!(refused.contains("critic.safetensors"), "{refused}");
     let mut no_heads = config.clone();

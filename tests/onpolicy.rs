@@ -176,6 +176,7 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
         best_of_n: 1,
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
+        q_ascent: 0.0,
     })
     .unwrap();
     assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));

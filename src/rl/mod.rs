@@ -14,7 +14,8 @@
 //! actor objective), runs in RLDT's loop with its own critic ensemble (`critic` settings).
 //! [`best_of_n`]: a fine-tune's critic ranking n policy proposals per state (`eval --best-of-n`);
 //! [`critic_calibration`]: its scores of the executed chunks against the episodes' outcomes
-//! (`eval --critic-calibration`).
+//! (`eval --critic-calibration`); [`q_ascent`]: the executed chunks moved along its ∇_a Q
+//! (`eval --q-ascent`).
 
 pub mod actor;
 pub mod actor_loss;
@@ -32,6 +33,7 @@ pub mod mini_batch;
 pub mod noisy_chain;
 pub mod onpolicy;
 pub mod ppo;
+pub mod q_ascent;
 pub mod reinflow;
 pub mod replay;
 pub mod returns;

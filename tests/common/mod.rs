@@ -71,5 +71,6 @@ pub fn eval_options(
         best_of_n: 1,
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
+        q_ascent: 0.0,
     }
 }
