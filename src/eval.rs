@@ -28,7 +28,7 @@ use crate::policy::checkpoint::{self, Weights};
 use crate::policy::env_obs::{env_chunks, obs_batch};
 use crate::rl::best_of_n::{CriticRanker, RankBy};
 use crate::rl::critic_calibration::{calibration, CriticCalibration};
-use crate::rl::q_ascent::{ascend, AscentSums, QAscent};
+use crate::rl::q_ascent::{ascend, AscentDirection, AscentSums, QAscent};
 use crate::sim::{ChunkOutcome, Observation, Render, SimConfig, SimError, Task, VecEnv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,9 @@ pub struct EvalOptions {
     /// checkpoint critic's ∇_a Q before it runs (`rl::q_ascent`); 0 = plain evaluation.
     #[arg(long, default_value_t = 0.0)]
     pub q_ascent: f64,
+    /// The direction of `--q-ascent`: the critic's gradient, or a random one (the control).
+    #[arg(long, value_enum, default_value = "gradient")]
+    pub ascent_direction: AscentDirection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,7 +355,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         });
         let normalised = match &ranker {
             Some(ranker) if options.q_ascent > 0.0 => {
-                let (stepped, sums) = ascend(ranker, &policy, &batch, &normalised, options.q_ascent);
+                let (stepped, sums) =
+                    ascend(ranker, &policy, &batch, &keys, &normalised, options.q_ascent, options.ascent_direction);
                 ascent.add(sums);
                 stepped
             }
@@ -390,7 +394,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<EvalReport> {
         report.critic_calibration = Some(calibration(&outcomes));
     }
     if options.q_ascent > 0.0 {
-        report.q_ascent = Some(ascent.report(options.q_ascent));
+        report.q_ascent = Some(ascent.report(options.q_ascent, options.ascent_direction));
     }
     if options.best_of_n > 1 {
         let (q_std_within_state, q_std_across_states) = q_spread.stds();

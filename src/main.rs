@@ -12,6 +12,7 @@ use rldt_vision::config::finetune::Algorithm;
 use rldt_vision::device::set_threads;
 use rldt_vision::eval::{EvalOptions, EvalReport};
 use rldt_vision::rl::actor::{ActorObjective, FieldKind};
+use rldt_vision::rl::q_ascent::AscentDirection;
 use rldt_vision::toy::{run_toy, ToyOptions, ToyReport};
 use rldt_vision::toy_baselines::{run_toy_dppo, run_toy_fpo, run_toy_qam, run_toy_reinflow};
 use rldt_vision::viz::{Recorder, Sink};
@@ -132,7 +133,13 @@ fn run() -> anyhow::Result<()> {
             set_threads(threads);
             let report = rldt_vision::eval::evaluate(&options)?;
             let name = match (options.best_of_n, options.q_ascent) {
-                (1, step) if step > 0.0 => format!("eval_{}_q_ascent_{step}.json", options.task.name()),
+                (1, step) if step > 0.0 => {
+                    let direction = match options.ascent_direction {
+                        AscentDirection::Gradient => "",
+                        AscentDirection::Random => "_random",
+                    };
+                    format!("eval_{}_q_ascent_{step}{direction}.json", options.task.name())
+                }
                 (1, _) => format!("eval_{}.json", options.task.name()),
                 (n, _) => format!("eval_{}_best_of_{n}.json", options.task.name()),
             };
@@ -246,7 +253,10 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
         "{}{}: success rate {:.1}% ({}/{}), 95% CI [{:.1}%, {:.1}%], mean episode length {:.0} steps, {:.0} s ({} weights)",
         options.task.name(),
         match (report.best_of_n, &report.q_ascent) {
-            (1, Some(a)) => format!(" (chunks moved {} along the critic's ∇Q)", a.step),
+            (1, Some(a)) => match a.direction {
+                AscentDirection::Gradient => format!(" (chunks moved {} along the critic's ∇Q)", a.step),
+                AscentDirection::Random => format!(" (chunks moved {} in random directions)", a.step),
+            },
             (1, None) => String::new(),
             (n, _) => format!(" (best of {n} by the critic)"),
         },
@@ -267,8 +277,8 @@ fn print_eval(options: &EvalOptions, report: &EvalReport, out: &std::path::Path)
     }
     if let Some(a) = &report.q_ascent {
         println!(
-            "q-ascent: step {} over {} decisions; mean ‖∇Q‖ {:.4}, mean Q {:.4}, the critic's own mean gain {:.4}",
-            a.step, a.decisions, a.mean_gradient_norm, a.mean_q, a.mean_q_gain
+            "q-ascent: step {} ({:?}) over {} decisions; mean ‖∇Q‖ {:.4}, mean Q {:.4}, the critic's own mean gain {:.4}",
+            a.step, a.direction, a.decisions, a.mean_gradient_norm, a.mean_q, a.mean_q_gain
         );
     }
     if let Some(c) = &report.critic_calibration {

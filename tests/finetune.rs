@@ -316,6 +316,15 @@ fn qam_runs_in_the_rldt_loop_with_its_own_k() {
     let moved = stepped.q_ascent.expect("q-ascent reported");
     assert_eq!((stepped.episodes, moved.decisions), (2, 4), "{moved:?}");
     assert!(moved.mean_gradient_norm > 0.0 && moved.mean_q_gain > 0.0, "{moved:?}");
+    // The control, a random direction of the same length, gains less by the critic's own
+    // measure (to first order η·g·u ≤ η·‖g‖).
+    let random = rldt_vision::eval::EvalOptions {
+        ascent_direction: rldt_vision::rl::q_ascent::AscentDirection::Random,
+        ..ascent(1e-3)
+    };
+    let control = rldt_vision::eval::evaluate(&random).unwrap().q_ascent.expect("q-ascent reported");
+    assert_eq!(control.direction, rldt_vision::rl::q_ascent::AscentDirection::Random);
+    assert!(control.mean_q_gain < moved.mean_q_gain, "{control:?} against {moved:?}");
     assert!(plain.q_ascent.is_none());
     let both = rldt_vision::eval::EvalOptions { best_of_n: 4, ..ascent(0.5) };
     assert!(rldt_vision::eval::evaluate(&both).err().expect("refused").to_string().contains("--q-ascent"));

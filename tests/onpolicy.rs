@@ -177,6 +177,7 @@ fn runs_evaluates_and_resumes_exactly(algorithm: &str) {
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
         q_ascent: 0.0,
+        ascent_direction: rldt_vision::rl::q_ascent::AscentDirection::Gradient,
     })
     .unwrap();
     assert_eq!((report.episodes, report.weights.as_str()), (1, "online"));

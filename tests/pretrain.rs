@@ -271,6 +271,7 @@ fn a_checkpoint_evaluates_in_simulation() {
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
         q_ascent: 0.0,
+        ascent_direction: rldt_vision::rl::q_ascent::AscentDirection::Gradient,
     };
     let report = rldt_vision::eval::evaluate(&options).unwrap();
     assert_eq!(report.checkpoint, summary.checkpoint, "a run directory resolves to its latest checkpoint");
@@ -319,6 +320,7 @@ fn eval_refuses_missing_ema_and_non_finite_weights() {
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
         q_ascent: 0.0,
+        ascent_direction: rldt_vision::rl::q_ascent::AscentDirection::Gradient,
     };
     use rldt_vision::eval::weights_to_evaluate;
     assert_eq!(weights_to_evaluate(&summary.checkpoint, false).unwrap(), Weights::Ema);

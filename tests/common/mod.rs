@@ -72,5 +72,6 @@ pub fn eval_options(
         rank_by: rldt_vision::rl::best_of_n::RankBy::Mean,
         critic_calibration: false,
         q_ascent: 0.0,
+        ascent_direction: rldt_vision::rl::q_ascent::AscentDirection::Gradient,
     }
 }
