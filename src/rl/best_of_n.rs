@@ -128,26 +128,30 @@ impl CriticRanker {
     /// mean_h Q_h(s, a[..Ta·A]) of normalised chunks [B, D] at obs (B states) → B scores (no
     /// gradient; `rl::critic_calibration`).
     pub fn executed_q(&self, policy: &FlowPolicy, obs: &ObsBatch, chunks: &Tensor) -> Vec<f64> {
-        let q = self.executed_q_tensor(policy, obs, chunks);
+        let q = self.executed_q_at(policy, &self.features(obs), chunks);
         Vec::<f64>::try_from(q.to_kind(Kind::Double)).expect("a [B] tensor")
     }
 
-    /// `executed_q` as a tensor [B] (no gradient).
-    pub fn executed_q_tensor(&self, policy: &FlowPolicy, obs: &ObsBatch, chunks: &Tensor) -> Tensor {
+    /// The critic's state features [B, F] of obs (no gradient).
+    pub fn features(&self, obs: &ObsBatch) -> Tensor {
+        tch::no_grad(|| self.critic.features(obs, false))
+    }
+
+    /// mean_h Q_h(s, a[..Ta·A]) at the critic's features [B, F] → [B] (no gradient).
+    pub fn executed_q_at(&self, policy: &FlowPolicy, features: &Tensor, chunks: &Tensor) -> Tensor {
+        let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
         tch::no_grad(|| {
-            let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
-            let features = self.critic.features(obs, false);
-            self.critic.q_from_features(&features, &chunks.narrow(1, 0, exec)).mean_dim(-1, false, Kind::Float)
+            self.critic.q_from_features(features, &chunks.narrow(1, 0, exec)).mean_dim(-1, false, Kind::Float)
         })
     }
 
-    /// `executed_q` [B] and its gradient with respect to the executed part, ∇_e mean_h Q_h(s, e)
-    /// at e = a[..Ta·A] → [B, Ta·A] (`rl::q_ascent`). Only the action is differentiated.
-    pub fn executed_q_and_gradient(&self, policy: &FlowPolicy, obs: &ObsBatch, chunks: &Tensor) -> (Tensor, Tensor) {
+    /// `executed_q_at` [B] and its gradient with respect to the executed part,
+    /// ∇_e mean_h Q_h(s, e) at e = a[..Ta·A] → [B, Ta·A] (`rl::q_ascent`). Only the action is
+    /// differentiated.
+    pub fn executed_q_and_gradient(&self, policy: &FlowPolicy, features: &Tensor, chunks: &Tensor) -> (Tensor, Tensor) {
         let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
-        let features = tch::no_grad(|| self.critic.features(obs, false));
         let executed = chunks.narrow(1, 0, exec).detach().set_requires_grad(true);
-        let q = self.critic.q_from_features(&features, &executed).mean_dim(-1, false, Kind::Float); // [B]
+        let q = self.critic.q_from_features(features, &executed).mean_dim(-1, false, Kind::Float); // [B]
         let gradient = Tensor::run_backward(&[q.sum(Kind::Float)], &[&executed], false, false).remove(0);
         (q.detach(), gradient)
     }

@@ -105,7 +105,8 @@ pub fn ascend(
     direction: AscentDirection,
 ) -> (Tensor, AscentSums) {
     let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
-    let (q, gradient) = ranker.executed_q_and_gradient(policy, obs, chunks); // [B], [B, E]
+    let features = ranker.features(obs); // once for both evaluations of Q
+    let (q, gradient) = ranker.executed_q_and_gradient(policy, &features, chunks); // [B], [B, E]
     tch::no_grad(|| {
         let norm = gradient.norm_scalaropt_dim(2.0, [-1], true); // [B, 1]
         let direction = match direction {
@@ -120,7 +121,7 @@ pub fn ascend(
         let executed = chunks.narrow(1, 0, exec) + direction * step;
         let rest = chunks.size()[1] - exec;
         let stepped = if rest > 0 { Tensor::cat(&[executed, chunks.narrow(1, exec, rest)], 1) } else { executed };
-        let q_after = ranker.executed_q_tensor(policy, obs, &stepped);
+        let q_after = ranker.executed_q_at(policy, &features, &stepped);
         let sums = AscentSums {
             decisions: chunks.size()[0] as usize,
             gradient_norm: norm.sum(Kind::Double).double_value(&[]),
