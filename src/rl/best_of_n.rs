@@ -187,7 +187,7 @@ impl CriticRanker {
             }
             let (b, d) = (candidates.size()[1], candidates.size()[2]);
             let exec = policy.spec().config.exec_horizon * policy.spec().action_dim;
-            let features = self.critic.features(obs, false).repeat([n as i64, 1]); // candidate-major
+            let features = self.features(obs).repeat([n as i64, 1]); // candidate-major
             let executed = candidates.view([n as i64 * b, d]).narrow(1, 0, exec);
             let per_head = self.critic.q_from_features(&features, &executed); // [n·B, H]
             let q = match rank_by {
