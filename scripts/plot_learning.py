@@ -7,7 +7,9 @@ training env steps, successes out of episodes, 95% Wilson interval); plots every
 interval of each point, the per-label mean over seeds, and the pretrained policy (iteration 0,
 the same episodes and weights in every run) with its interval, and, as the paper plots a
 method, its mean over seeds with the spread (min–max over seeds) shaded; prints the table it
-plotted as Markdown, every cell with its interval.
+plotted as Markdown, every cell with its interval. When the trials started from more than one
+pretrained policy (`pretrained_sha256`), every start gets its own band and the table adds, per
+method, the mean change from each trial's own start in percentage points.
 """
 import glob
 import json
@@ -24,16 +26,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 root, out = sys.argv[1], sys.argv[2]
 title = sys.argv[3] if len(sys.argv) > 3 else "Lift, low-dim state: fine-tuning a weak flow policy (2 demos)"
 runs = defaultdict(dict)  # label -> seed -> [evaluation]
+start_of = {}  # pretrained_sha256 -> the iteration-0 evaluation of a trial that started there
 for path in sorted(glob.glob(os.path.join(root, "*_s*.json"))):
     summary = json.load(open(path))
-    runs[summary["label"]][summary["seed"]] = sorted(summary["evaluations"], key=lambda e: e["env_steps"])
+    evaluations = sorted(summary["evaluations"], key=lambda e: e["env_steps"])
+    runs[summary["label"]][summary["seed"]] = evaluations
+    if evaluations and evaluations[0]["env_steps"] == 0:
+        start_of.setdefault(summary.get("pretrained_sha256"), evaluations[0])
 if not runs:
     sys.exit(f"no run summaries in {root}")
-hashes = {json.load(open(p)).get("pretrained_sha256") for p in glob.glob(os.path.join(root, "*_s*.json"))} - {None}
-if len(hashes) > 1:
-    print(f"warning: the trials started from {len(hashes)} different pretrained policies (pretrained_sha256)")
+mixed_starts = len(set(start_of) - {None}) > 1
+if mixed_starts:
+    print(f"warning: the trials started from {len(start_of)} different pretrained policies (pretrained_sha256); "
+          "read each trial against its own start")
 starts = {(e["successes"], e["episodes"]) for seeds in runs.values() for evs in seeds.values() for e in evs[:1]}
-if len(starts) != 1:
+if len(starts) != 1 and not mixed_starts:
     print(f"warning: iteration-0 evaluations differ between runs: {sorted(starts)}")
 first = next(iter(next(iter(runs.values())).values()))[0]
 n, horizon = first["episodes"], first["horizon"]
@@ -43,9 +50,11 @@ colours = {"svgd": "tab:blue", "rldt": "tab:blue", "delta": "tab:orange", "reinf
 names = {"svgd": "RLDT (svgd)", "rldt": "RLDT (svgd)", "delta": "delta field (ablation)", "reinflow": "ReinFlow",
          "fpo": "FPO++", "dppo": "DPPO (flow, fixed σ)", "qam": "QAM (RLDT's critic)"}
 fig, ax = plt.subplots(figsize=(7, 4.2))
-ax.axhspan(first["success_rate_low"], first["success_rate_high"], color="grey", alpha=0.15,
-           label=f"no fine-tuning (95% CI, n={n})")
-ax.axhline(first["success_rate"], color="grey", lw=1)
+for i, (digest, start) in enumerate(sorted(start_of.items(), key=lambda kv: kv[1]["success_rate"])):
+    which = f" {digest[:8]}…" if mixed_starts else ""
+    ax.axhspan(start["success_rate_low"], start["success_rate_high"], color="grey", alpha=0.15,
+               hatch="//" if i % 2 else None, label=f"no fine-tuning{which} (95% CI, n={start['episodes']})")
+    ax.axhline(start["success_rate"], color="grey", lw=1, ls="--" if i % 2 else "-")
 cell = lambda e: f"{100 * e['success_rate']:.0f}% ({100 * e['success_rate_low']:.0f}–{100 * e['success_rate_high']:.0f})"
 steps = sorted({e["env_steps"] for seeds in runs.values() for evs in seeds.values() for e in evs})
 print("| run | " + " | ".join(f"{s:,}" for s in steps) + " |")
@@ -71,6 +80,14 @@ for label, seeds in sorted(runs.items()):
         ax.fill_between(common, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.12)
 for label, mean in sorted(means.items()):
     print(f"| **mean {label}** ({len(runs[label])} seed{'s' if len(runs[label]) > 1 else ''}) | " + " | ".join(f"{100 * mean[s]:.1f}%" if s in mean else "–" for s in steps) + " |")
+if mixed_starts:  # mean over seeds of (rate at s − the same trial's rate at 0), in points
+    for label, seeds in sorted(runs.items()):
+        def change(s):
+            deltas = [by[s]["success_rate"] - by[0]["success_rate"]
+                      for by in ({e["env_steps"]: e for e in evs} for evs in seeds.values()) if s in by and 0 in by]
+            return f"{100 * sum(deltas) / len(deltas):+.1f} pts" if deltas else "–"
+        print(f"| **mean change from own start, {label}** ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}) | "
+              + " | ".join(change(s) for s in steps) + " |")
 ax.set_xlabel("training env steps (evaluation steps not counted)")
 ax.set_ylabel(f"success rate ({n} episodes, horizon {horizon})")
 ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=11)
