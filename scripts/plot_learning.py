@@ -35,9 +35,10 @@ for path in sorted(glob.glob(os.path.join(root, "*_s*.json"))):
         start_of.setdefault(summary.get("pretrained_sha256"), evaluations[0])
 if not runs:
     sys.exit(f"no run summaries in {root}")
-mixed_starts = len(set(start_of) - {None}) > 1
+known_starts = set(start_of) - {None}
+mixed_starts = len(known_starts) > 1
 if mixed_starts:
-    print(f"warning: the trials started from {len(start_of)} different pretrained policies (pretrained_sha256); "
+    print(f"warning: the trials started from {len(known_starts)} different pretrained policies (pretrained_sha256); "
           "read each trial against its own start")
 starts = {(e["successes"], e["episodes"]) for seeds in runs.values() for evs in seeds.values() for e in evs[:1]}
 if len(starts) != 1 and not mixed_starts:
